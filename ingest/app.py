@@ -1,0 +1,184 @@
+"""The webhook receiver: verify, deduplicate, queue, answer. SPEC section 4 is its contract.
+
+It never calls Stripe and never touches Postgres: one Redis script call per accepted event
+(`Coordinator.accept`) records the event id, the customer's pending work and, when needed, the
+arq job, atomically. A 200 is sent only once that call has returned; if Redis is down or slower
+than `ENQUEUE_TIMEOUT_S` the answer is 503 and Stripe retries later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+import redis.exceptions
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+
+from ingest import metrics
+from ingest.verify import RejectedError, verify
+from shared.coordination import Coordinator
+from shared.events import BadEventError, route
+from shared.keys import Keys
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+ENQUEUE_TIMEOUT_S = 2.0
+
+SETTINGS = web.AppKey("settings", Settings)
+REDIS = web.AppKey("redis", Redis)
+COORDINATOR = web.AppKey("coordinator", Coordinator)
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _reject(reason: str, message: str, status: int = 400) -> web.Response:
+    metrics.REJECTIONS.labels(reason).inc()
+    log.info("ingest.rejected", reason=reason, status=status, detail=message)
+    return _json({"error": {"reason": reason, "message": message}}, status)
+
+
+async def _read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise RejectedError("body_too_large", f"body is over {MAX_BODY_BYTES} bytes", 413)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise RejectedError("body_too_large", f"body is over {MAX_BODY_BYTES} bytes", 413) from None
+
+
+def _parse_event(body: bytes) -> dict[str, Any]:
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise RejectedError("invalid_json", "body is not JSON") from None
+    if not isinstance(event, dict):
+        raise RejectedError("not_an_event", "body is not a Stripe event object")
+    if event.get("object") not in ("event", "v2.core.event"):
+        raise RejectedError("not_an_event", 'body is not a Stripe event (object must be "event" or "v2.core.event")')
+    event_id, event_type = event.get("id"), event.get("type")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
+        raise RejectedError("not_an_event", "event has no valid id")
+    if not isinstance(event_type, str) or not event_type or len(event_type) > 255:
+        raise RejectedError("not_an_event", "event has no valid type")
+    if not isinstance(event.get("livemode"), bool):
+        raise RejectedError("not_an_event", "event has no livemode flag")
+    return event
+
+
+async def webhook(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    try:
+        body = await _read_body(request)
+        verify(body, request.headers.get("Stripe-Signature"), settings.stripe_webhook_secret, time.time())
+        event = _parse_event(body)
+        if settings.livemode is not None and event["livemode"] != settings.livemode:
+            mode = "live" if settings.livemode else "test"
+            raise RejectedError("wrong_mode", f"event livemode={event['livemode']} but the configured key is a {mode} key")
+        try:
+            work = route(event)
+        except BadEventError as exc:
+            raise RejectedError("not_an_event", str(exc)) from None
+    except RejectedError as exc:
+        return _reject(exc.reason, exc.message, exc.status)
+
+    event_id, event_type = event["id"], event["type"]
+    bound = structlog.contextvars.bind_contextvars(event_id=event_id, event_type=event_type)
+    try:
+        if work.kind == "ignored":
+            metrics.EVENTS_RECEIVED.labels(event_type, "ignored").inc()
+            log.debug("ingest.ignored")
+            return _json({"received": True, "ignored": True})
+        record = {
+            "id": event_id,
+            "type": event_type,
+            "created": event.get("created"),
+            "received_at": int(time.time() * 1000),
+            "source": "webhook",
+        }
+        coordinator = request.app[COORDINATOR]
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
+                if work.kind == "catalog":
+                    assert work.catalog_item is not None
+                    outcome = await coordinator.accept_catalog(
+                        work.catalog_item, event=record, dedupe_id=event_id, reason=event_type
+                    )
+                else:
+                    assert work.unit is not None
+                    outcome = await coordinator.accept(
+                        work.unit, event=record, dedupe_id=event_id, reason=event_type
+                    )
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+            # Never 200 for an event that is not queued: Stripe will deliver it again.
+            return _reject("queue_unavailable", f"could not queue the event ({type(exc).__name__}); retry later", 503)
+        metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
+        if outcome == "duplicate":
+            metrics.EVENTS_RECEIVED.labels(event_type, "duplicate").inc()
+            log.info("ingest.duplicate")
+            return _json({"received": True, "duplicate": True})
+        metrics.EVENTS_RECEIVED.labels(event_type, "queued").inc()
+        log.info("ingest.queued", unit=work.unit or work.catalog_item, outcome=outcome)
+        return _json({"received": True})
+    finally:
+        structlog.contextvars.reset_contextvars(**bound)
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return _json({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(1.0):
+            await request.app[REDIS].ping()
+    except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+        return _json({"status": "unavailable", "redis": type(exc).__name__}, 503)
+    return _json({"status": "ready"})
+
+
+async def metrics_view(_request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def method_not_allowed(_request: web.Request) -> web.Response:
+    return _reject("method_not_allowed", "use POST", 405)
+
+
+def create_app(settings: Settings, *, keys: Keys | None = None) -> web.Application:
+    """The receiver's aiohttp app; Redis is opened and closed with it (`cleanup_ctx`)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app[SETTINGS] = settings
+    keys = keys or Keys(prefix=settings.redis_prefix)
+
+    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
+        client = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=ENQUEUE_TIMEOUT_S,
+            socket_connect_timeout=1.0,
+        )
+        app[REDIS] = client
+        app[COORDINATOR] = Coordinator(client, keys, coalesce_ms=int(settings.coalesce_window * 1000))
+        if settings.livemode is None:
+            log.warning("ingest.mode_unchecked", hint="set STRIPE_API_KEY to reject events of the other mode")
+        log.info("ingest.started", port=settings.port, secrets=len(settings.stripe_webhook_secret))
+        yield
+        await client.aclose()
+
+    app.cleanup_ctx.append(redis_ctx)
+    app.router.add_post("/webhooks/stripe", webhook)
+    app.router.add_route("*", "/webhooks/stripe", method_not_allowed)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    return app

@@ -1,0 +1,227 @@
+"""Per-customer coordination in Redis: one sync at a time, bursts coalesced, no event lost.
+
+How it works
+------------
+Work is keyed by *unit*: a customer id, or `__catalog__` for catalog work. Each unit has a small
+state machine in a Redis hash (`Keys.unit`), changed only by the Lua scripts in `shared/lua/`,
+each of which runs atomically:
+
+- ``seq``      increases by one for every piece of accepted work (a webhook, a re-check, ...);
+- ``pending``  the arq job queued to sync the unit, if any;
+- ``run``      the token of the run holding the unit, with its ``lease`` expiry and the ``seq``
+               it ``started`` at.
+
+``accept`` (ingest, reconciliation, re-checks) deduplicates the event id, bumps ``seq`` and
+queues a job *only* when no job is queued and no live run holds the unit. A queued job is
+deferred by the coalescing window, so a burst of events lands in one run (**coalescing**).
+Every job gets a fresh id: arq's ``enqueue_job`` silently returns ``None`` for an id it still
+knows (queued, running or with a kept result), which is exactly how a per-customer job id loses
+events; we write arq's job format ourselves, in the same script, and never reuse an id.
+
+``begin`` (the worker, when a job starts) takes the unit unless another run holds a live lease
+(**one at a time**, across every process and host: the lease lives in Redis). ``finish``
+releases it and, if ``seq`` moved since the run started, queues the next run, so an event that
+arrives while a sync runs is always followed by a sync that starts after it (**no lost
+update**). A failed run queues a retry with backoff: work is never dropped.
+
+A run that dies keeps the unit only until its lease expires (it is renewed by a heartbeat
+while the run is alive); the timer loop then queues the unit again, and the next ``begin``
+takes it over. A run that was only *paused* (a stalled event loop, a long GC) may wake up
+after it lost the unit and still try to write: **fencing** stops it. Each run, after ``begin``,
+increments the customer's fence in Postgres (`customer_sync.fence`) and its final transaction
+commits only if the fence is still its own (see `worker/store.py`). Because the newer run bumps
+the fence before it reads Stripe, the older run can never overwrite a newer result.
+
+arq itself gives no per-key ordering and may run a job twice (its in-progress key expires after
+the job timeout + 10 s and nothing refreshes it); the design above does not rely on either.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Literal, cast
+
+import orjson
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from shared.keys import CATALOG, DEDUPE_TTL_S, Keys
+
+SYNC_FUNCTION = "sync_unit"
+# arq's default: a job that has not started a day after it was due is dropped by arq
+# (our timer loop would queue the unit again on its next re-check or reconciliation).
+JOB_EXPIRES_EXTRA_MS = 86_400_000
+MAX_EVENTS_PER_UNIT = 10_000
+
+AcceptResult = Literal["duplicate", "coalesced", "running", "scheduled"]
+FinishResult = Literal["lost", "done", "again", "retry", "pending"]
+
+
+def _script(name: str) -> str:
+    folder = resources.files("shared") / "lua"
+    prelude = (folder / "prelude.lua").read_text(encoding="utf-8")
+    return prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run that holds its unit: what `begin` handed to it."""
+
+    unit: str
+    job_id: str
+    token: str
+    seq: int
+    took_over: bool
+    failures: int
+    reason: str
+    events: tuple[dict[str, object], ...]
+
+
+class Coordinator:
+    """The Python face of the Lua scripts. One per process; cheap to share."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        coalesce_ms: int = 1000,
+        lease_ms: int = 30_000,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.coalesce_ms = coalesce_ms
+        self.lease_ms = lease_ms
+        self._id_prefix = f"{keys.prefix}:"
+        self._accept: AsyncScript = redis.register_script(_script("accept"))
+        self._begin: AsyncScript = redis.register_script(_script("begin"))
+        self._heartbeat: AsyncScript = redis.register_script(_script("heartbeat"))
+        self._finish: AsyncScript = redis.register_script(_script("finish"))
+        self._fire_due: AsyncScript = redis.register_script(_script("fire_due"))
+
+    async def accept(
+        self,
+        unit: str,
+        *,
+        event: dict[str, object] | None = None,
+        reason: str = "",
+        dedupe_id: str | None = None,
+        catalog_item: str | None = None,
+        delay_ms: int | None = None,
+    ) -> AcceptResult:
+        """Record work for `unit` and make sure a sync will run after it. One round trip."""
+        keys = self.keys
+        result = await self._accept(
+            keys=[
+                keys.seen(dedupe_id or "-"),
+                keys.unit(unit),
+                keys.unit_events(unit),
+                keys.queue,
+                keys.catalog_dirty,
+            ],
+            args=[
+                orjson.dumps(event) if event is not None else "",
+                unit,
+                SYNC_FUNCTION,
+                self.coalesce_ms if delay_ms is None else delay_ms,
+                JOB_EXPIRES_EXTRA_MS,
+                self._id_prefix,
+                reason,
+                DEDUPE_TTL_S if dedupe_id else "",
+                catalog_item or "",
+                MAX_EVENTS_PER_UNIT,
+            ],
+        )
+        return cast(AcceptResult, _text(result))
+
+    async def accept_catalog(self, item: str, *, event: dict[str, object] | None = None,
+                             dedupe_id: str | None = None, reason: str = "") -> AcceptResult:
+        """Catalog work: `item` is `product:<id>`, `feature:<id>` or `*` (everything)."""
+        return await self.accept(CATALOG, event=event, reason=reason, dedupe_id=dedupe_id,
+                                 catalog_item=item)
+
+    async def begin(self, unit: str, job_id: str) -> Run | None:
+        """Take the unit for this job's run; None when another live run holds it."""
+        token = uuid.uuid4().hex
+        reply = await self._begin(
+            keys=[self.keys.unit(unit), self.keys.unit_events(unit), self.keys.leases],
+            args=[job_id, token, self.lease_ms, unit],
+        )
+        parts = [_text(p) for p in reply]
+        if parts[0] == "busy":
+            return None
+        return Run(
+            unit=unit,
+            job_id=job_id,
+            token=token,
+            seq=int(parts[1]),
+            took_over=parts[2] == "1",
+            failures=int(parts[3]),
+            reason=parts[4],
+            events=tuple(orjson.loads(p) for p in parts[5:]),
+        )
+
+    async def heartbeat(self, run: Run) -> bool:
+        """Renew the lease; False once another run has taken the unit over."""
+        held = await self._heartbeat(
+            keys=[self.keys.unit(run.unit), self.keys.leases],
+            args=[run.token, self.lease_ms, run.unit],
+        )
+        return bool(held)
+
+    async def finish(self, run: Run, *, ok: bool, handled_events: int, retry_ms: int = 0) -> FinishResult:
+        reply = await self._finish(
+            keys=[self.keys.unit(run.unit), self.keys.unit_events(run.unit), self.keys.queue,
+                  self.keys.leases],
+            args=[
+                run.token,
+                handled_events if ok else 0,
+                "ok" if ok else "failed",
+                SYNC_FUNCTION,
+                self.coalesce_ms,
+                retry_ms,
+                JOB_EXPIRES_EXTRA_MS,
+                self._id_prefix,
+                run.unit,
+            ],
+        )
+        return cast(FinishResult, _text(reply))
+
+    async def set_recheck(self, customer_id: str, due_ms: int | None) -> None:
+        """At most one pending re-check per customer: a new time replaces the old one."""
+        if due_ms is None:
+            await cast(Awaitable[int], self.redis.zrem(self.keys.rechecks, customer_id))
+        else:
+            await self.redis.zadd(self.keys.rechecks, {customer_id: due_ms})
+
+    async def fire_due(self, limit: int = 500) -> tuple[list[str], list[str]]:
+        """Queue the due re-checks and the units of dead runs; return both lists."""
+        reply = await self._fire_due(
+            keys=[self.keys.rechecks, self.keys.queue, self.keys.leases],
+            args=[self.keys.prefix, SYNC_FUNCTION, 0, JOB_EXPIRES_EXTRA_MS, self._id_prefix, limit],
+        )
+        items = [_text(p) for p in reply]
+        split = items.index("|")
+        return items[:split], items[split + 1 :]
+
+    async def take_catalog_items(self) -> set[str]:
+        """Everything the catalog job has to refresh, removed atomically from the dirty set."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.smembers(self.keys.catalog_dirty)
+            pipe.delete(self.keys.catalog_dirty)
+            members, _ = await pipe.execute()
+        return {_text(m) for m in members}
+
+    async def return_catalog_items(self, items: set[str]) -> None:
+        """Put back what a failed catalog run did not finish."""
+        if items:
+            await cast(Awaitable[int], self.redis.sadd(self.keys.catalog_dirty, *items))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)

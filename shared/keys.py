@@ -1,0 +1,76 @@
+"""Every Redis key and channel name we use, in one place (as arq keeps its own in `constants`).
+
+All our keys start with a configurable prefix so that several deployments, or test runs, can
+share one Redis. arq's keys are namespaced by its queue name, which we derive from the prefix.
+The stream and channel names are part of the contract (SPEC section 6) and take no prefix
+unless the deployment asks for one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# SPEC section 6: the stream and the pub/sub channel share this name.
+ACCESS_CHANGED = "access-changed"
+
+# The pseudo-customer under which catalog work (products, prices, features) is coordinated.
+CATALOG = "__catalog__"
+
+DEDUPE_TTL_S = 4 * 86400  # Stripe retries for up to 3 days; keep ids a day longer.
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "entitled"
+    # When set, the stream and channel are named f"{stream_prefix}access-changed" (tests use it).
+    stream_prefix: str = ""
+
+    @property
+    def queue(self) -> str:
+        """arq's queue; its job keys are `arq:job:<id>` whatever the queue name."""
+        return f"{self.prefix}:queue"
+
+    def seen(self, event_id: str) -> str:
+        """Set once per accepted event id, for deduplication."""
+        return f"{self.prefix}:seen:{event_id}"
+
+    def unit(self, unit: str) -> str:
+        """The coordination hash of one customer (or of the catalog); see worker/coordination.py."""
+        return f"{self.prefix}:unit:{{{unit}}}"
+
+    def unit_events(self, unit: str) -> str:
+        """Accepted events not yet written to the ledger, oldest first."""
+        return f"{self.prefix}:unit:{{{unit}}}:events"
+
+    @property
+    def catalog_dirty(self) -> str:
+        """Set of product ids whose catalog entry must be refreshed (`*` = all)."""
+        return f"{self.prefix}:catalog:dirty"
+
+    @property
+    def rechecks(self) -> str:
+        """Sorted set: customer id -> when (ms) its next re-check is due. One entry per customer."""
+        return f"{self.prefix}:rechecks"
+
+    @property
+    def leases(self) -> str:
+        """Sorted set: unit -> when (ms) the lease of its live run expires."""
+        return f"{self.prefix}:leases"
+
+    def rate(self, bucket: str) -> str:
+        return f"{self.prefix}:rate:{bucket}"
+
+    def cron(self, name: str, slot: int) -> str:
+        """Claimed by the one worker that runs cron job `name` for schedule slot `slot`."""
+        return f"{self.prefix}:cron:{name}:{slot}"
+
+    def health(self, worker_name: str) -> str:
+        return f"{self.prefix}:health:{worker_name}"
+
+    @property
+    def stream(self) -> str:
+        return f"{self.stream_prefix}{ACCESS_CHANGED}"
+
+    @property
+    def channel(self) -> str:
+        return f"{self.stream_prefix}{ACCESS_CHANGED}"

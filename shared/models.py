@@ -1,0 +1,182 @@
+"""Stripe objects as the policy sees them: frozen dataclasses parsed once, at the edge.
+
+Everything inside the worker works on these; tests build them from plain dicts shaped like
+Stripe's (`parse_subscription(fixture)`), never from SDK objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# Statuses as Stripe names them (API version 2026-10-28.endive).
+STATUSES = (
+    "trialing",
+    "active",
+    "past_due",
+    "paused",
+    "unpaid",
+    "canceled",
+    "incomplete",
+    "incomplete_expired",
+)
+
+
+class ParseError(ValueError):
+    """A Stripe payload lacks a field we cannot do without."""
+
+
+def ref_id(value: Any) -> str | None:
+    """A Stripe reference: an id string, or an expanded object with an `id`."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, Mapping):
+        inner = value.get("id")
+        return inner if isinstance(inner, str) and inner else None
+    return None
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _user_id(metadata: Any) -> str | None:
+    if isinstance(metadata, Mapping):
+        value = metadata.get("user_id")
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    price_id: str
+    product_id: str
+    current_period_start: int | None
+    current_period_end: int | None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    customer_id: str
+    status: str
+    items: tuple[Item, ...]
+    created: int
+    trial_end: int | None = None
+    cancel_at: int | None = None
+    cancel_at_period_end: bool = False
+    collection_paused: bool = False
+    # When it became past_due, as far as Stripe shows it (the failing invoice's finalization);
+    # the worker fills it from its own first sighting when Stripe shows nothing.
+    past_due_since: int | None = None
+    metadata_user_id: str | None = None
+    test_clock: str | None = None
+
+    @property
+    def period_end(self) -> int | None:
+        """The latest `current_period_end` of the items (since API version basil it is per item)."""
+        ends = [i.current_period_end for i in self.items if i.current_period_end is not None]
+        return max(ends) if ends else None
+
+    @property
+    def product_ids(self) -> frozenset[str]:
+        return frozenset(i.product_id for i in self.items)
+
+
+@dataclass(frozen=True)
+class Customer:
+    id: str
+    deleted: bool = False
+    email: str | None = None
+    livemode: bool = False
+    metadata_user_id: str | None = None
+    test_clock: str | None = None
+
+
+@dataclass(frozen=True)
+class CustomerFacts:
+    """What Stripe says about one customer at sync time."""
+
+    customer_id: str
+    customer: Customer | None  # None: Stripe does not know the customer (404)
+    subscriptions: tuple[Subscription, ...]
+    # client_reference_id of the customer's newest completed Checkout Session, if any
+    checkout_user_id: str | None
+    # lookup keys of Stripe's own active entitlements, for comparison only
+    stripe_features: frozenset[str]
+    # the test clock's frozen_time when the customer is on a test clock
+    clock_now: int | None = None
+
+    @property
+    def livemode(self) -> bool:
+        return self.customer.livemode if self.customer else False
+
+
+def parse_item(d: Mapping[str, Any]) -> Item:
+    price = d.get("price") or d.get("plan")
+    if not isinstance(price, Mapping):
+        raise ParseError(f"subscription item {d.get('id')!r} has no price")
+    product = ref_id(price.get("product"))
+    price_id = ref_id(price)
+    if not product or not price_id:
+        raise ParseError(f"subscription item {d.get('id')!r} has no price.product")
+    return Item(
+        id=str(d.get("id", "")),
+        price_id=price_id,
+        product_id=product,
+        current_period_start=_int(d.get("current_period_start")),
+        current_period_end=_int(d.get("current_period_end")),
+    )
+
+
+def _past_due_since(d: Mapping[str, Any]) -> int | None:
+    """When the unpaid invoice that made the subscription past_due was finalized, if expanded."""
+    if d.get("status") != "past_due":
+        return None
+    invoice = d.get("latest_invoice")
+    if not isinstance(invoice, Mapping) or invoice.get("status") not in ("open", "uncollectible"):
+        return None
+    transitions = invoice.get("status_transitions")
+    finalized = _int(transitions.get("finalized_at")) if isinstance(transitions, Mapping) else None
+    return finalized or _int(invoice.get("created"))
+
+
+def parse_subscription(d: Mapping[str, Any]) -> Subscription:
+    sub_id, status, customer = ref_id(d.get("id")), d.get("status"), ref_id(d.get("customer"))
+    if not sub_id or not isinstance(status, str) or not customer:
+        raise ParseError("subscription lacks id, status or customer")
+    items_obj = d.get("items")
+    raw_items = items_obj.get("data", []) if isinstance(items_obj, Mapping) else []
+    pause = d.get("pause_collection")
+    return Subscription(
+        id=sub_id,
+        customer_id=customer,
+        status=status,
+        items=tuple(parse_item(i) for i in raw_items),
+        created=_int(d.get("created")) or 0,
+        trial_end=_int(d.get("trial_end")),
+        cancel_at=_int(d.get("cancel_at")),
+        cancel_at_period_end=bool(d.get("cancel_at_period_end")),
+        collection_paused=isinstance(pause, Mapping) and bool(pause.get("behavior")),
+        past_due_since=_past_due_since(d),
+        metadata_user_id=_user_id(d.get("metadata")),
+        test_clock=ref_id(d.get("test_clock")),
+    )
+
+
+def parse_customer(d: Mapping[str, Any]) -> Customer:
+    cid = ref_id(d.get("id"))
+    if not cid:
+        raise ParseError("customer lacks id")
+    email = d.get("email")
+    return Customer(
+        id=cid,
+        deleted=bool(d.get("deleted")),
+        email=email if isinstance(email, str) else None,
+        livemode=bool(d.get("livemode")),
+        metadata_user_id=_user_id(d.get("metadata")),
+        test_clock=ref_id(d.get("test_clock")),
+    )

@@ -1,0 +1,82 @@
+"""One Stripe request budget for the whole deployment, shared through Redis.
+
+Stripe allows 100 requests/s in live mode (25 in a sandbox) and, by default, 25/s per endpoint.
+Every request of every worker asks `RateLimiter.acquire` first; a single-round-trip GCRA script
+(`shared/lua/gcra.lua`) checks the overall bucket and the endpoint's bucket together, with
+Redis' clock, so the budget holds across processes and hosts. Waiting is bounded: past
+`max_wait_s` the caller gets `RateLimitWaitError` and its job is retried later, rather than
+a backlog on one endpoint stalling everything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from importlib import resources
+
+from prometheus_client import Counter, Histogram
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+from shared.keys import Keys
+
+WAIT_SECONDS = Histogram(
+    "entitled_stripe_rate_wait_seconds",
+    "Time a Stripe request waited for the shared rate limit.",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WAIT_EXCEEDED = Counter(
+    "entitled_stripe_rate_wait_exceeded_total",
+    "Stripe requests that gave up waiting for the rate limit (their job is retried).",
+)
+
+
+class RateLimitWaitError(Exception):
+    """The shared Stripe budget had no room for this request within the allowed wait."""
+
+
+def _gcra() -> str:
+    return (resources.files("shared") / "lua" / "gcra.lua").read_text(encoding="utf-8")
+
+
+class RateLimiter:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        *,
+        rate_per_s: float,
+        endpoint_rate_per_s: float,
+        max_wait_s: float = 30.0,
+    ) -> None:
+        self._script: AsyncScript = redis.register_script(_gcra())
+        self._keys = keys
+        self._overall_interval_us = int(1_000_000 / rate_per_s)
+        self._endpoint_interval_us = int(1_000_000 / min(endpoint_rate_per_s, rate_per_s))
+        self.max_wait_s = max_wait_s
+
+    async def acquire(self, endpoint: str) -> float:
+        """Wait until the request may go; return how long it waited (seconds)."""
+        waited = 0.0
+        while True:
+            wait_us = int(
+                await self._script(
+                    keys=[self._keys.rate("all"), self._keys.rate(endpoint)],
+                    # Burst tolerance 0: at most `rate` requests in any one-second window,
+                    # which is how Stripe counts.
+                    args=[self._overall_interval_us, 0, self._endpoint_interval_us, 0],
+                )
+            )
+            if wait_us <= 0:
+                WAIT_SECONDS.observe(waited)
+                return waited
+            wait_s = wait_us / 1_000_000
+            if waited + wait_s > self.max_wait_s:
+                WAIT_EXCEEDED.inc()
+                raise RateLimitWaitError(
+                    f"no room in the Stripe rate limit for {endpoint} within {self.max_wait_s:.0f}s"
+                )
+            # A little jitter so that waiters do not all ask again in the same millisecond.
+            pause = wait_s + random.uniform(0, min(wait_s, 0.005))
+            await asyncio.sleep(pause)
+            waited += pause

@@ -1,0 +1,170 @@
+"""Settings from the environment (and a `.env` file), validated once at start-up.
+
+SPEC section 3 is the contract. A bad or missing value stops start-up with one line that names
+the variable and says what is wrong (`SettingsError`); nothing here reads the environment at
+import time, so `load()` is called from each `main()`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+STRIPE_DEFAULT_API_BASE = "https://api.stripe.com"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line naming the variable."""
+
+
+def parse_duration_s(value: Any) -> float:
+    """`90s`, `15m`, `12h`, `7d`, `0` (and bare seconds) to seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+    else:
+        raise ValueError(f"expected a duration such as 90s, 15m, 12h, 7d or 0, got {value!r}")
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+def _split_secrets(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list | tuple):
+        return [str(v).strip() for v in value if str(v).strip()]
+    raise ValueError("expected one or more whsec_... secrets, comma-separated")
+
+
+def _check_secrets(secrets: list[str]) -> list[str]:
+    for secret in secrets:
+        if not secret.startswith("whsec_") or len(secret) <= len("whsec_"):
+            raise ValueError("each secret must look like whsec_...")
+    return secrets
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration_s)]
+Secrets = Annotated[
+    list[str], NoDecode, BeforeValidator(_split_secrets), AfterValidator(_check_secrets)
+]
+
+
+class Settings(BaseSettings):
+    """Every variable of SPEC section 3, plus a few tuning knobs (documented in the README)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    database_url: str = "postgresql://localhost/entitled"
+    redis_url: str = "redis://localhost:6379/0"
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: Secrets = []
+    stripe_api_base: str = STRIPE_DEFAULT_API_BASE
+    port: int = 8080
+    renewal_grace: Duration = 86400.0
+    past_due_grace: Duration = 7 * 86400.0
+    stripe_rate_limit: float = 20.0
+
+    # --- additions to SPEC section 3 (tuning; defaults suit production) ---
+    # Stripe's default per-endpoint limit; one bucket per endpoint beside the overall one.
+    stripe_endpoint_rate_limit: float = 25.0
+    # How long a burst for one customer is gathered before its sync runs.
+    coalesce_window: Duration = 1.0
+    # Prefix of every Redis key we own (arq's own keys are namespaced by the queue name).
+    redis_prefix: str = "entitled"
+    # How often the Events API poller and the full sweep run (cron, once per schedule).
+    reconcile_events_every: Duration = 300.0
+    reconcile_sweep_every: Duration = 86400.0
+    # MAXLEN (approximate) of the access-changed stream.
+    stream_maxlen: int = 1_000_000
+    # Log format: "json", "console", or "auto" (console when stderr is a terminal).
+    log_format: str = "auto"
+    log_level: str = "INFO"
+    # Host ingest binds to; metrics share its port (see README, "Operating it").
+    host: str = "0.0.0.0"
+    # Concurrent jobs per worker process.
+    worker_concurrency: int = 16
+
+    @field_validator("port")
+    @classmethod
+    def _port_range(cls, v: int) -> int:
+        if not 0 < v < 65536:
+            raise ValueError("must be between 1 and 65535")
+        return v
+
+    @field_validator("stripe_rate_limit", "stripe_endpoint_rate_limit")
+    @classmethod
+    def _positive_rate(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be a positive number of requests per second")
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _pg_url(cls, v: str) -> str:
+        if not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql://")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("stripe_api_key")
+    @classmethod
+    def _api_key(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if not v.startswith(("sk_", "rk_")):
+            raise ValueError("must be a secret (sk_...) or restricted (rk_...) key")
+        return v
+
+    @field_validator("log_format")
+    @classmethod
+    def _log_format(cls, v: str) -> str:
+        if v not in ("json", "console", "auto"):
+            raise ValueError("must be json, console or auto")
+        return v
+
+    @property
+    def livemode(self) -> bool | None:
+        """The mode of the configured key: None when no key is configured."""
+        if self.stripe_api_key is None:
+            return None
+        return "_live_" in self.stripe_api_key
+
+    @property
+    def api_key(self) -> str:
+        if self.stripe_api_key is None:
+            raise SettingsError("STRIPE_API_KEY: required for the worker, and not set")
+        return self.stripe_api_key
+
+
+def load(*, need_api_key: bool = False, need_webhook_secret: bool = False, **overrides: Any) -> Settings:
+    """Build the settings, turning pydantic's report into one line per bad variable."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {msg}")
+        raise SettingsError("; ".join(lines)) from None
+    if need_api_key and settings.stripe_api_key is None:
+        raise SettingsError("STRIPE_API_KEY: required for the worker, and not set")
+    if need_webhook_secret and not settings.stripe_webhook_secret:
+        raise SettingsError("STRIPE_WEBHOOK_SECRET: required for ingest, and not set")
+    return settings

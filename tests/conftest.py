@@ -1,0 +1,69 @@
+"""Fixtures: a Redis server and a Postgres template of this run's own; a fresh database and an
+empty Redis for every test; settings pointing at them. Nothing here is mocked."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio
+
+from shared.settings import Settings
+from tests.support.pg import PgCluster
+from tests.support.redis_server import RedisServer
+
+WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
+API_KEY = "sk_test_fake"
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    cluster = PgCluster()
+    cluster.setup_sync()
+    yield cluster
+    cluster.teardown_sync()
+
+
+@pytest.fixture
+async def redis_url(redis_server: RedisServer) -> str:
+    """The run's Redis, emptied before each test."""
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    await client.flushall()
+    await client.aclose()
+    return redis_server.url
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    client = redis.asyncio.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+async def database_url(pg_cluster: PgCluster) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own."""
+    url = await pg_cluster.create()
+    yield url
+    await pg_cluster.drop(url)
+
+
+@pytest.fixture
+def settings(redis_url: str, database_url: str) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=redis_url,
+        stripe_api_key=API_KEY,
+        stripe_webhook_secret=[WEBHOOK_SECRET],
+        log_format="json",
+    )

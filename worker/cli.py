@@ -1,0 +1,341 @@
+"""`entitled`: the operator's command line.
+
+    entitled migrate                      apply the SQL migrations
+    entitled resync --customer cus_...    sync one customer now, and show the result
+    entitled resync --all                 sync every customer (progress, ETA; resumes if interrupted)
+    entitled show --customer cus_... | --user u_...
+    entitled events --failed              the ledger's failures
+    entitled replay EVENT_ID              process an event's customer again
+    entitled run                          run everything (see worker/launcher.py)
+    entitled worker | entitled ingest     one process of either kind
+
+Commands that queue work need a worker running to carry it out (they wait for it, and say so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+
+from shared import db
+from shared.coordination import Coordinator
+from shared.keys import Keys
+from shared.ratelimit import RateLimiter
+from shared.settings import Settings, SettingsError, load
+from shared.stripe_client import create_client
+from worker.stripe_reader import StripeReader
+
+WAIT_FOR_SYNC_S = 60
+
+
+class CliError(Exception):
+    """A command cannot do what was asked; the message says why."""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+class Context:
+    """Connections for one command; closed by `close()`."""
+
+    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: Redis) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.keys = Keys(prefix=settings.redis_prefix)
+        self.coordinator = Coordinator(redis, self.keys, coalesce_ms=0)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Context:
+        try:
+            pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise CliError(f"cannot reach Postgres at DATABASE_URL: {exc}") from None
+        return cls(settings, pool, Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2))
+
+    async def close(self) -> None:
+        await self.pool.close()
+        await self.redis.aclose()
+
+
+async def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
+    try:
+        conn = await db.connect(settings.database_url)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CliError(f"cannot reach Postgres at DATABASE_URL: {exc}") from None
+    try:
+        applied = await db.migrate(conn)
+    finally:
+        await conn.close()
+    print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+async def _synced_at(ctx: Context, cid: str) -> datetime | None:
+    value: datetime | None = await ctx.pool.fetchval(
+        "SELECT synced_at FROM customer_sync WHERE customer_id = $1", cid
+    )
+    return value
+
+
+async def resync_one(ctx: Context, cid: str) -> None:
+    if not cid.startswith("cus_"):
+        raise CliError(f"{cid!r} is not a Stripe customer id (cus_...)")
+    before = datetime.now(UTC)
+    await ctx.coordinator.accept(cid, reason="resync", delay_ms=0)
+    await wait_and_show(ctx, cid, before)
+
+
+async def wait_and_show(ctx: Context, cid: str, since: datetime) -> None:
+    """Wait for a sync of `cid` that ended after `since`, then show the customer."""
+    deadline = time.monotonic() + WAIT_FOR_SYNC_S
+    while time.monotonic() < deadline:
+        synced = await _synced_at(ctx, cid)
+        if synced is not None and synced >= since:
+            await show(ctx, customer=cid)
+            return
+        await asyncio.sleep(0.25)
+    raise CliError(f"queued, but no worker synced {cid} within {WAIT_FOR_SYNC_S}s: is a worker running?")
+
+
+class Progress:
+    """A one-line progress bar with rate and ETA (a line every few seconds when not a terminal)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total = total
+        self.label = label
+        self.started = time.monotonic()
+        self.tty = sys.stderr.isatty()
+        self.last_print = 0.0
+
+    def update(self, done: int, *, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and not self.tty and now - self.last_print < 5:
+            return
+        self.last_print = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        width = 30
+        filled = int(width * done / self.total) if self.total else width
+        eta_text = "?" if eta == float("inf") else f"{int(eta // 60)}m{int(eta % 60):02d}s"
+        line = (f"{self.label} [{'#' * filled}{'.' * (width - filled)}] {done}/{self.total} "
+                f"{100 * done / max(self.total, 1):5.1f}%  {rate:6.1f}/s  ETA {eta_text}")
+        print(("\r" if self.tty else "") + line, end="\n" if (final or not self.tty) else "", file=sys.stderr,
+              flush=True)
+
+
+async def _stripe_customer_ids(settings: Settings, redis: Redis, keys: Keys) -> list[str]:
+    """Every customer Stripe lists (rate-limited like every other request)."""
+    limiter = RateLimiter(redis, keys, rate_per_s=settings.stripe_rate_limit,
+                          endpoint_rate_per_s=settings.stripe_endpoint_rate_limit)
+    client, http = create_client(settings.api_key, settings.stripe_api_base, limiter)
+    try:
+        reader = StripeReader(client)
+        ids = []
+        async for customer in reader.all_customers():
+            ids.append(str(customer["id"]))
+            if len(ids) % 1000 == 0:
+                print(f"listing customers from Stripe: {len(ids)}", file=sys.stderr, flush=True)
+        return ids
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+
+
+async def resync_all(ctx: Context, *, restart: bool, wait_s: float = 3600 * 6) -> int:
+    pending = await ctx.pool.fetchval("SELECT count(*) FROM resync_items WHERE done_at IS NULL")
+    if restart or not pending:
+        await ctx.pool.execute("DELETE FROM resync_items")
+        ids = set(await _stripe_customer_ids(ctx.settings, ctx.redis, ctx.keys))
+        ids |= {r["customer_id"] for r in await ctx.pool.fetch("SELECT customer_id FROM customers")}
+        await ctx.pool.executemany("INSERT INTO resync_items (customer_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                                   [(c,) for c in sorted(ids)])
+        print(f"resync: {len(ids)} customers", file=sys.stderr)
+    else:
+        print(f"resync: resuming, {pending} customers left", file=sys.stderr)
+    total = await ctx.pool.fetchval("SELECT count(*) FROM resync_items")
+    todo = [r["customer_id"] for r in await ctx.pool.fetch(
+        "SELECT customer_id FROM resync_items WHERE done_at IS NULL ORDER BY customer_id")]
+    for chunk_start in range(0, len(todo), 500):
+        chunk = todo[chunk_start:chunk_start + 500]
+        for cid in chunk:
+            await ctx.coordinator.accept(cid, reason="resync", delay_ms=0)
+        await ctx.pool.execute("UPDATE resync_items SET enqueued_at = now() WHERE customer_id = ANY($1::text[])", chunk)
+    progress = Progress(total, "resync")
+    deadline = time.monotonic() + wait_s
+    while True:
+        await ctx.pool.execute(
+            """
+            UPDATE resync_items r SET done_at = s.synced_at FROM customer_sync s
+            WHERE r.customer_id = s.customer_id AND r.done_at IS NULL AND s.synced_at >= r.enqueued_at
+            """
+        )
+        done = await ctx.pool.fetchval("SELECT count(*) FROM resync_items WHERE done_at IS NOT NULL")
+        if done >= total:
+            progress.update(done, final=True)
+            return int(done)
+        progress.update(done)
+        if time.monotonic() > deadline:
+            raise CliError(f"{total - done} customers not synced yet; run `entitled resync --all` again to resume")
+        await asyncio.sleep(1.0)
+
+
+async def show(ctx: Context, *, customer: str | None = None, user: str | None = None) -> None:
+    if user is not None:
+        rows = await ctx.pool.fetch("SELECT customer_id FROM customers WHERE user_id = $1 ORDER BY customer_id", user)
+        if not rows:
+            raise CliError(f"no customer is mapped to user {user!r}")
+        for row in rows:
+            await show(ctx, customer=row["customer_id"])
+        return
+    assert customer is not None
+    head = await ctx.pool.fetchrow(
+        """
+        SELECT c.customer_id, c.user_id, c.user_id_source, c.email, c.deleted, c.test_clock,
+               s.version, s.synced_at, s.next_check_at, s.last_reason, s.stripe_features
+        FROM customer_sync s LEFT JOIN customers c USING (customer_id) WHERE s.customer_id = $1
+        """,
+        customer,
+    )
+    if head is None:
+        raise CliError(f"{customer} has never been synced (try `entitled resync --customer {customer}`)")
+    print(f"customer  {customer}  user={_fmt(head['user_id'])} ({_fmt(head['user_id_source'])})  "
+          f"email={_fmt(head['email'])}  deleted={head['deleted']}  clock={_fmt(head['test_clock'])}")
+    print(f"version   {head['version']}  synced {_fmt(head['synced_at'])} ({_fmt(head['last_reason'])})  "
+          f"next check {_fmt(head['next_check_at'])}")
+    print(f"stripe's own entitlements: {', '.join(head['stripe_features']) or '-'}")
+    subs = await ctx.pool.fetch(
+        "SELECT subscription_id, status, current_period_end, trial_end, cancel_at, past_due_since, items"
+        " FROM subscriptions WHERE customer_id = $1 ORDER BY subscription_id", customer)
+    print("\nsubscriptions\n" + _table(
+        [(s["subscription_id"], s["status"], s["current_period_end"], s["trial_end"], s["cancel_at"],
+          s["past_due_since"], ",".join(sorted({i["product"] for i in s["items"]}))) for s in subs],
+        ["id", "status", "period_end", "trial_end", "cancel_at", "past_due_since", "products"]))
+    ents = await ctx.pool.fetch(
+        "SELECT feature, valid_until, subscription_id, valid_until > now() AS active FROM entitlements"
+        " WHERE customer_id = $1 ORDER BY feature", customer)
+    print("\nentitlements\n" + _table(
+        [(e["feature"], e["valid_until"], e["subscription_id"], "yes" if e["active"] else "expired") for e in ents],
+        ["feature", "valid_until", "subscription", "active"]))
+    events = await ctx.pool.fetch(
+        "SELECT event_id, type, source, received_at, outcome, error FROM event_ledger WHERE customer_id = $1"
+        " ORDER BY received_at DESC LIMIT 10", customer)
+    print("\nrecent events\n" + _table(
+        [(e["event_id"], e["type"], e["source"], e["received_at"], e["outcome"], (e["error"] or "")[:60])
+         for e in events], ["id", "type", "source", "received", "outcome", "error"]))
+    messages = await ctx.pool.fetch(
+        "SELECT version, message, published_at FROM outbox WHERE customer_id = $1 ORDER BY version DESC LIMIT 5",
+        customer)
+    print("\nlast messages\n" + _table(
+        [(m["version"], m["published_at"], m["message"]) for m in messages], ["version", "published", "message"]))
+
+
+async def cmd_events(ctx: Context, *, limit: int) -> None:
+    rows = await ctx.pool.fetch(
+        "SELECT event_id, type, customer_id, received_at, attempts, error FROM event_ledger"
+        " WHERE outcome = 'failed' ORDER BY received_at DESC LIMIT $1", limit)
+    if not rows:
+        print("no failed events")
+        return
+    print(_table([(r["event_id"], r["type"], r["customer_id"], r["received_at"], r["attempts"], r["error"])
+                  for r in rows], ["id", "type", "customer", "received", "attempts", "error"]))
+
+
+async def cmd_replay(ctx: Context, event_id: str) -> None:
+    row = await ctx.pool.fetchrow("SELECT type, customer_id FROM event_ledger WHERE event_id = $1", event_id)
+    if row is None:
+        raise CliError(f"{event_id} is not in the ledger (only accepted events are)")
+    if not row["customer_id"]:
+        raise CliError(f"{event_id} ({row['type']}) names no customer")
+    record = {"id": event_id, "type": row["type"], "received_at": int(time.time() * 1000), "source": "replay"}
+    before = datetime.now(UTC)
+    await ctx.coordinator.accept(row["customer_id"], event=record, reason=row["type"], delay_ms=0)
+    print(f"replaying {event_id} ({row['type']}) for {row['customer_id']}")
+    await wait_and_show(ctx, row["customer_id"], before)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="entitled", description="Keep an app's feature access in step with Stripe.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply the database migrations")
+    r = sub.add_parser("resync", help="sync one customer, or all of them")
+    group = r.add_mutually_exclusive_group(required=True)
+    group.add_argument("--customer", metavar="CUS_ID")
+    group.add_argument("--all", action="store_true")
+    r.add_argument("--restart", action="store_true", help="with --all: start over instead of resuming")
+    s = sub.add_parser("show", help="what we hold for a customer")
+    group = s.add_mutually_exclusive_group(required=True)
+    group.add_argument("--customer", metavar="CUS_ID")
+    group.add_argument("--user", metavar="USER_ID")
+    e = sub.add_parser("events", help="the event ledger")
+    e.add_argument("--failed", action="store_true", required=True)
+    e.add_argument("--limit", type=int, default=50)
+    rp = sub.add_parser("replay", help="process an event's customer again")
+    rp.add_argument("event_id")
+    sub.add_parser("run", help="run ingest and a worker (embedded Postgres/Redis and a demo when unconfigured)")
+    sub.add_parser("worker", help="run one worker process")
+    sub.add_parser("ingest", help="run the webhook receiver")
+    return p
+
+
+async def dispatch(args: argparse.Namespace, settings: Settings) -> None:
+    if args.command == "migrate":
+        await cmd_migrate(settings, args)
+        return
+    ctx = await Context.open(settings)
+    try:
+        if args.command == "resync" and args.all:
+            await resync_all(ctx, restart=args.restart)
+        elif args.command == "resync":
+            await resync_one(ctx, args.customer)
+        elif args.command == "show":
+            await show(ctx, customer=args.customer, user=args.user)
+        elif args.command == "events":
+            await cmd_events(ctx, limit=args.limit)
+        elif args.command == "replay":
+            await cmd_replay(ctx, args.event_id)
+    finally:
+        await ctx.close()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.command == "run":
+        # imported here: the launcher pulls in the embedded servers and the fake Stripe
+        from worker.launcher import main as run_main
+
+        run_main()
+        return
+    if args.command in ("worker", "ingest"):
+        module = __import__(f"{args.command}.__main__", fromlist=["main"])
+        module.main()
+        return
+    try:
+        settings = load(need_api_key=args.command == "resync" and bool(args.all))
+        asyncio.run(dispatch(args, settings))
+    except (SettingsError, CliError) as exc:
+        print(f"entitled {args.command}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"\nentitled {args.command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

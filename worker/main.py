@@ -1,0 +1,159 @@
+"""The arq worker process (the Procfile's `worker:` line): jobs, cron, timers and the relay.
+
+Scale by running more of these, on any hosts: coordination lives in Redis and Postgres.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from typing import Any
+
+import orjson
+import structlog
+from arq import cron
+from arq.connections import RedisSettings
+from arq.cron import CronJob
+from arq.worker import Worker, func
+from redis.asyncio import Redis
+
+from shared import db
+from shared.coordination import SYNC_FUNCTION, Coordinator
+from shared.events import EVENTS_POLL_UNIT
+from shared.keys import Keys
+from shared.policy import PolicyConfig
+from shared.ratelimit import RateLimiter
+from shared.settings import Settings, SettingsError
+from shared.stripe_client import create_client
+from worker import reconcile, timers
+from worker.context import Deps
+from worker.relay import Relay
+from worker.stripe_reader import StripeReader
+from worker.sync import run_unit
+
+log = structlog.get_logger(__name__)
+
+# arq kills a job after this; the unit's lease (much shorter, renewed while alive) is what
+# actually guards a customer, see shared/coordination.py.
+JOB_TIMEOUT_S = 120
+LEASE_MS = 30_000
+SWEEP_TIMEOUT_S = 6 * 3600
+
+
+def cron_fields(interval_s: float, name: str) -> dict[str, Any]:
+    """arq cron fields for "every `interval_s`", which must divide a minute, an hour or a day."""
+    n = int(interval_s)
+    if n != interval_s or n <= 0:
+        raise SettingsError(f"{name}: must be a whole number of seconds")
+    if n < 60 and 60 % n == 0:
+        return {"second": set(range(0, 60, n))}
+    if n % 60 == 0 and n < 3600 and 3600 % n == 0:
+        return {"minute": set(range(0, 60, n // 60)), "second": 0}
+    if n % 3600 == 0 and n <= 86400 and 86400 % n == 0:
+        return {"hour": set(range(0, 24, n // 3600)), "minute": 0, "second": 0}
+    raise SettingsError(f"{name}: {n}s does not divide a minute, an hour or a day evenly")
+
+
+async def sync_unit(ctx: dict[str, Any], unit: str) -> str:
+    return await run_unit(ctx["deps"], unit, ctx["job_id"])
+
+
+async def events_cron(ctx: dict[str, Any]) -> str:
+    """Every RECONCILE_EVENTS_EVERY: poll the Events API (as a unit: one poll at a time)."""
+    deps: Deps = ctx["deps"]
+    if not await reconcile.claim(deps, "events", int(ctx["score"]), int(deps.settings.reconcile_events_every)):
+        return "claimed by another worker"
+    await deps.coordinator.accept(EVENTS_POLL_UNIT, reason="reconcile", delay_ms=0)
+    return "queued"
+
+
+async def sweep_cron(ctx: dict[str, Any]) -> str:
+    """Every RECONCILE_SWEEP_EVERY: the full sweep."""
+    deps: Deps = ctx["deps"]
+    if not await reconcile.claim(deps, "sweep", int(ctx["score"]), int(deps.settings.reconcile_sweep_every)):
+        return "claimed by another worker"
+    result = await reconcile.sweep(deps)
+    return f"sweep: {result}"
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    settings: Settings = ctx["settings"]
+    keys: Keys = ctx["keys"]
+    pool = await db.create_pool(settings.database_url, min_size=1, max_size=max(4, settings.worker_concurrency))
+    async with pool.acquire() as conn:
+        await db.migrate(conn)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
+    limiter = RateLimiter(
+        redis, keys, rate_per_s=settings.stripe_rate_limit, endpoint_rate_per_s=settings.stripe_endpoint_rate_limit
+    )
+    client, http = create_client(settings.api_key, settings.stripe_api_base, limiter)
+    deps = Deps(
+        settings=settings,
+        keys=keys,
+        pool=pool,
+        redis=redis,
+        coordinator=Coordinator(redis, keys, coalesce_ms=int(settings.coalesce_window * 1000), lease_ms=LEASE_MS),
+        stripe=client,
+        http=http,
+        reader=StripeReader(client),
+        policy=PolicyConfig(
+            renewal_grace_s=int(settings.renewal_grace), past_due_grace_s=int(settings.past_due_grace)
+        ),
+    )
+    relay = Relay(settings.database_url, redis, keys, maxlen=settings.stream_maxlen, wake=deps.outbox_ready)
+    deps.background = [
+        asyncio.create_task(relay.run_forever(), name="relay"),
+        asyncio.create_task(timers.run_forever(deps), name="timers"),
+    ]
+    ctx["deps"] = deps
+    log.info("worker.started", name=ctx["worker_name"], concurrency=settings.worker_concurrency,
+             rate_limit=settings.stripe_rate_limit, api_base=settings.stripe_api_base)
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    deps: Deps | None = ctx.get("deps")
+    if deps is None:
+        return
+    for task in deps.background:
+        task.cancel()
+    for task in deps.background:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    await deps.http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+    await deps.pool.close()
+    await deps.redis.aclose()
+    log.info("worker.stopped", name=ctx["worker_name"])
+
+
+def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = False) -> Worker:
+    keys = keys or Keys(prefix=settings.redis_prefix)
+    name = f"{socket.gethostname()}-{os.getpid()}"
+    crons: list[CronJob] = [
+        cron(events_cron, name="reconcile_events", unique=True, keep_result=0, timeout=60,
+             **cron_fields(settings.reconcile_events_every, "RECONCILE_EVENTS_EVERY")),
+        cron(sweep_cron, name="reconcile_sweep", unique=True, keep_result=0, timeout=SWEEP_TIMEOUT_S,
+             **cron_fields(settings.reconcile_sweep_every, "RECONCILE_SWEEP_EVERY")),
+    ]
+    return Worker(
+        functions=[func(sync_unit, name=SYNC_FUNCTION, keep_result=0, timeout=JOB_TIMEOUT_S, max_tries=1000)],
+        cron_jobs=crons,
+        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        queue_name=keys.queue,
+        keep_result=0,
+        max_jobs=settings.worker_concurrency,
+        job_timeout=JOB_TIMEOUT_S,
+        poll_delay=0.1,
+        max_tries=1000,
+        burst=burst,
+        on_startup=startup,
+        on_shutdown=shutdown,
+        # one health-check key per process, or all workers would share one
+        health_check_key=keys.health(name),
+        health_check_interval=30,
+        job_serializer=orjson.dumps,
+        job_deserializer=orjson.loads,
+        ctx={"settings": settings, "keys": keys, "worker_name": name},
+        job_completion_wait=10,
+    )

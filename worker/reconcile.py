@@ -1,0 +1,199 @@
+"""Reconciliation: make every customer equal to what Stripe says, with or without webhooks.
+
+- `poll_events`: reads `GET /v1/events` from a stored cursor and feeds each event through the
+  same path as a webhook (deduplicated by id), so events whose deliveries were lost still act.
+- `sweep`: lists every subscription and every customer, compares them with our copy and queues
+  a sync for each customer that differs (keyed by customer, not by creation date: an old
+  subscription that changed yesterday is found), and refreshes the catalog.
+- `refresh_catalog`: the catalog job: product, price and feature changes update the product ->
+  features cache and resync the customers whose products' features changed.
+
+Both cron jobs run once per schedule however many workers there are (`claim`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from shared.events import route_snapshot
+from shared.models import Subscription, parse_customer, parse_subscription
+from worker import catalog
+from worker.context import Deps
+
+log = structlog.get_logger(__name__)
+
+# Stripe keeps events for 30 days; warn well before the cursor falls out of that window.
+CURSOR_WARN_AGE_S = 25 * 86400
+EVENTS_WINDOW_S = 30 * 86400
+# Re-read a little before the cursor: events created in the same second as the last one seen
+# may have been listed after the poll; ids are deduplicated anyway.
+CURSOR_OVERLAP_S = 60
+FIRST_POLL_LOOKBACK_S = 3600
+
+
+async def claim(deps: Deps, name: str, slot: int, ttl_s: int) -> bool:
+    """True for the one worker that gets to run cron job `name` for this schedule slot.
+
+    arq's `unique` cron jobs are best effort; this SET NX is not."""
+    return bool(await deps.redis.set(deps.keys.cron(name, slot), "1", nx=True, ex=max(ttl_s, 60)))
+
+
+async def _cursor(deps: Deps, name: str) -> str | None:
+    value: str | None = await deps.pool.fetchval("SELECT cursor FROM reconcile_state WHERE name = $1", name)
+    return value
+
+
+async def _save_cursor(deps: Deps, name: str, cursor: str | None, info: Mapping[str, Any]) -> None:
+    await deps.pool.execute(
+        """
+        INSERT INTO reconcile_state (name, cursor, info, updated_at) VALUES ($1, $2, $3, now())
+        ON CONFLICT (name) DO UPDATE SET cursor = EXCLUDED.cursor, info = EXCLUDED.info, updated_at = now()
+        """,
+        name,
+        cursor,
+        dict(info),
+    )
+
+
+async def feed_event(deps: Deps, event: Mapping[str, Any], source: str) -> str:
+    """Route one snapshot event like a webhook; returns the coordination outcome."""
+    work = route_snapshot(event)
+    if work.kind == "ignored":
+        return "ignored"
+    record = {
+        "id": event["id"],
+        "type": event["type"],
+        "created": event.get("created"),
+        "received_at": int(time.time() * 1000),
+        "source": source,
+    }
+    if work.kind == "catalog":
+        assert work.catalog_item is not None
+        return await deps.coordinator.accept_catalog(work.catalog_item, event=record, dedupe_id=str(event["id"]),
+                                                     reason=str(event["type"]))
+    assert work.unit is not None
+    return await deps.coordinator.accept(work.unit, event=record, dedupe_id=str(event["id"]), reason=str(event["type"]))
+
+
+async def poll_events(deps: Deps) -> dict[str, int]:
+    """Feed every event since the cursor through the webhook path."""
+    now = int(time.time())
+    stored = await _cursor(deps, "events")
+    cursor = int(stored) if stored else now - FIRST_POLL_LOOKBACK_S
+    if now - cursor > CURSOR_WARN_AGE_S:
+        log.warning("reconcile.events_cursor_old", age_days=round((now - cursor) / 86400, 1),
+                    hint="events older than 30 days are gone from Stripe; run `entitled resync --all`")
+    since = max(cursor - CURSOR_OVERLAP_S, now - EVENTS_WINDOW_S)
+    events = await deps.reader.events_since(since, ())
+    counts: dict[str, int] = defaultdict(int)
+    newest = cursor
+    for event in events:
+        counts[await feed_event(deps, event, "events_api")] += 1
+        newest = max(newest, int(event.get("created") or 0))
+    await _save_cursor(deps, "events", str(newest), {"last_poll": now, "seen": len(events), **counts})
+    if counts.get("scheduled") or counts.get("coalesced") or counts.get("running"):
+        log.info("reconcile.events_found", **counts, hint="these events' webhooks had not arrived")
+    log.info("reconcile.events_polled", events=len(events), cursor=newest)
+    return dict(counts)
+
+
+def _fingerprint(sub: Subscription) -> tuple[Any, ...]:
+    """What of a subscription decides access; two equal fingerprints need no sync."""
+    return (
+        sub.status,
+        tuple(sorted((i.product_id, i.current_period_end) for i in sub.items)),
+        sub.trial_end,
+        sub.cancel_at,
+        sub.cancel_at_period_end,
+    )
+
+
+def _ts(value: datetime | None) -> int | None:
+    return None if value is None else int(value.timestamp())
+
+
+async def _our_fingerprints(deps: Deps) -> dict[str, dict[str, tuple[Any, ...]]]:
+    rows = await deps.pool.fetch(
+        "SELECT subscription_id, customer_id, status, items, trial_end, cancel_at, cancel_at_period_end FROM subscriptions"
+    )
+    ours: dict[str, dict[str, tuple[Any, ...]]] = defaultdict(dict)
+    for r in rows:
+        items = tuple(sorted((i["product"], i.get("current_period_end")) for i in r["items"]))
+        ours[r["customer_id"]][r["subscription_id"]] = (
+            r["status"], items, _ts(r["trial_end"]), _ts(r["cancel_at"]), r["cancel_at_period_end"]
+        )
+    return ours
+
+
+async def sweep(deps: Deps, *, progress_every: int = 1000) -> dict[str, int]:
+    """List everything, compare with our copy, queue a sync for each customer that differs."""
+    started = time.monotonic()
+    ours = await _our_fingerprints(deps)
+    theirs: dict[str, dict[str, tuple[Any, ...]]] = defaultdict(dict)
+    seen = 0
+    async for raw in deps.reader.all_subscriptions():
+        sub = parse_subscription(raw)
+        theirs[sub.customer_id][sub.id] = _fingerprint(sub)
+        seen += 1
+        if seen % progress_every == 0:
+            log.info("reconcile.sweep_progress", subscriptions=seen, elapsed_s=round(time.monotonic() - started, 1))
+    differing = {c for c in set(ours) | set(theirs) if ours.get(c, {}) != theirs.get(c, {})}
+
+    known = {
+        r["customer_id"]: (r["user_id"], r["user_id_source"], r["deleted"])
+        for r in await deps.pool.fetch("SELECT customer_id, user_id, user_id_source, deleted FROM customers")
+    }
+    listed: set[str] = set()
+    async for raw in deps.reader.all_customers():
+        customer = parse_customer(raw)
+        listed.add(customer.id)
+        held = known.get(customer.id)
+        if held is None:
+            continue
+        user_id, source, deleted = held
+        if deleted or (source != "checkout_session" and customer.metadata_user_id != user_id and
+                       (customer.metadata_user_id or source == "customer_metadata")):
+            differing.add(customer.id)
+    # Customers we hold that Stripe no longer lists were deleted.
+    differing |= {c for c, (_, _, deleted) in known.items() if c not in listed and not deleted}
+
+    for cid in sorted(differing):
+        await deps.coordinator.accept(cid, reason="reconcile")
+    products = await catalog.all_products(deps.reader)
+    if products:
+        await deps.coordinator.accept_catalog("*", reason="reconcile")
+    took = time.monotonic() - started
+    result = {"subscriptions": seen, "customers": len(listed), "queued": len(differing), "seconds": int(took)}
+    await _save_cursor(deps, "sweep", datetime.now(UTC).isoformat(), result)
+    log.info("reconcile.sweep_done", **result)
+    return result
+
+
+async def refresh_catalog(deps: Deps) -> None:
+    """The catalog job: refresh what the dirty set names, then resync the affected customers."""
+    items = await deps.coordinator.take_catalog_items()
+    try:
+        if "*" in items:
+            product_ids = set(await catalog.all_products(deps.reader))
+            product_ids |= {r["product_id"] for r in await deps.pool.fetch("SELECT product_id FROM catalog_products")}
+        else:
+            product_ids = {i.removeprefix("product:") for i in items if i.startswith("product:")}
+            feature_ids = {i.removeprefix("feature:") for i in items if i.startswith("feature:")}
+            if feature_ids:
+                product_ids |= await catalog.products_with_features(deps.pool, feature_ids)
+        changed = await catalog.refresh(deps.pool, deps.reader, product_ids)
+    except BaseException:
+        await deps.coordinator.return_catalog_items(items)
+        raise
+    customers = await catalog.customers_with_products(deps.pool, changed) if changed else []
+    for cid in customers:
+        await deps.coordinator.accept(cid, reason="catalog")
+    log.info("catalog.done", items=sorted(items)[:20], products=len(product_ids), changed=sorted(changed),
+             resynced=len(customers))
+

@@ -1,0 +1,272 @@
+"""Postgres side of a sync: the fence, what we held before, and the one write transaction.
+
+The write is fenced (see `shared/coordination.py`): it commits only while `customer_sync.fence`
+still equals the fence this run took when it started, so a run that lost its lease can never
+overwrite a newer run's result. Customers, subscriptions, entitlements, the version, the
+outbox row and the event ledger change together or not at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from shared.messages import AccessChanged
+from shared.models import CustomerFacts, Subscription
+from shared.policy import Access
+
+OUTBOX_CHANNEL = "entitled_outbox"
+
+
+class FencedOutError(Exception):
+    """A newer run started for this customer; this run's result must not be written."""
+
+
+def ts(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What we stored for the customer before this sync."""
+
+    user_id: str | None
+    user_id_source: str | None
+    features: frozenset[str]
+    # subscription id -> past_due_since (Unix seconds, wall clock) we recorded
+    past_due_since: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Written:
+    changed: bool
+    version: int
+    message: AccessChanged | None
+
+
+async def bump_fence(pool: asyncpg.Pool, customer_id: str) -> int:
+    fence: int = await pool.fetchval(
+        """
+        INSERT INTO customer_sync (customer_id, fence) VALUES ($1, 1)
+        ON CONFLICT (customer_id) DO UPDATE SET fence = customer_sync.fence + 1
+        RETURNING fence
+        """,
+        customer_id,
+    )
+    return fence
+
+
+async def load_prior(pool: asyncpg.Pool, customer_id: str) -> Prior:
+    async with pool.acquire() as conn:
+        customer = await conn.fetchrow(
+            "SELECT user_id, user_id_source FROM customers WHERE customer_id = $1", customer_id
+        )
+        features = await conn.fetch("SELECT feature FROM entitlements WHERE customer_id = $1", customer_id)
+        subs = await conn.fetch(
+            "SELECT subscription_id, past_due_since FROM subscriptions"
+            " WHERE customer_id = $1 AND past_due_since IS NOT NULL",
+            customer_id,
+        )
+    return Prior(
+        user_id=customer["user_id"] if customer else None,
+        user_id_source=customer["user_id_source"] if customer else None,
+        features=frozenset(r["feature"] for r in features),
+        past_due_since={r["subscription_id"]: r["past_due_since"].timestamp() for r in subs},
+    )
+
+
+def _items_json(sub: Subscription) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i.id,
+            "price": i.price_id,
+            "product": i.product_id,
+            "current_period_start": i.current_period_start,
+            "current_period_end": i.current_period_end,
+        }
+        for i in sub.items
+    ]
+
+
+async def write(
+    pool: asyncpg.Pool,
+    *,
+    fence: int,
+    facts: CustomerFacts,
+    access: Access,
+    offset_s: float,
+    past_due_since_wall: Mapping[str, float],
+    events: Sequence[Mapping[str, Any]],
+    reason: str,
+) -> Written:
+    """Write one sync's result in one transaction; publish intent goes to the outbox."""
+    cid = facts.customer_id
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            "SELECT fence, version FROM customer_sync WHERE customer_id = $1 FOR UPDATE", cid
+        )
+        if row is None or row["fence"] != fence:
+            raise FencedOutError(f"fence {fence} is no longer current for {cid}")
+        version: int = row["version"]
+        held = {
+            (r["feature"], r["valid_until"], r["subscription_id"])
+            for r in await conn.fetch(
+                "SELECT feature, valid_until, subscription_id FROM entitlements WHERE customer_id = $1", cid
+            )
+        }
+        before = frozenset(f for f, _, _ in held)
+        old = await conn.fetchrow("SELECT user_id FROM customers WHERE customer_id = $1", cid)
+        old_user = old["user_id"] if old else None
+        after = access.features
+        changed = before != after or old_user != access.user_id
+
+        customer = facts.customer
+        if customer is not None or old is not None or after:
+            await conn.execute(
+                """
+                INSERT INTO customers (customer_id, user_id, user_id_source, email, livemode, deleted, test_clock, updated_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+                ON CONFLICT (customer_id) DO UPDATE SET
+                    user_id = EXCLUDED.user_id, user_id_source = EXCLUDED.user_id_source,
+                    email = EXCLUDED.email, livemode = EXCLUDED.livemode, deleted = EXCLUDED.deleted,
+                    test_clock = EXCLUDED.test_clock, updated_at = now()
+                """,
+                cid,
+                access.user_id,
+                access.user_id_source,
+                customer.email if customer else None,
+                facts.livemode,
+                customer is None or customer.deleted,
+                customer.test_clock if customer else None,
+            )
+        await _write_subscriptions(conn, cid, facts.subscriptions, offset_s, past_due_since_wall)
+        rows = {(g.feature, ts(g.valid_until + offset_s), g.subscription_id) for g in access.grants.values()}
+        if rows != held:
+            await conn.execute("DELETE FROM entitlements WHERE customer_id = $1", cid)
+            await conn.executemany(
+                "INSERT INTO entitlements (customer_id, feature, valid_until, subscription_id) VALUES ($1, $2, $3, $4)",
+                [(cid, *row) for row in sorted(rows, key=lambda r: r[0])],
+            )
+        message = None
+        if changed:
+            version += 1
+            message = AccessChanged.build(
+                customer_id=cid,
+                user_id=access.user_id,
+                before=before,
+                after=after,
+                version=version,
+                reason=reason,
+                livemode=facts.livemode,
+                at=now,
+            )
+            await conn.execute(
+                "INSERT INTO outbox (customer_id, version, message) VALUES ($1, $2, $3)",
+                cid,
+                version,
+                message.to_json(),
+            )
+            await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+        await conn.execute(
+            """
+            UPDATE customer_sync SET version = $2, synced_at = now(), next_check_at = $3,
+                last_reason = $4, stripe_features = $5
+            WHERE customer_id = $1
+            """,
+            cid,
+            version,
+            ts(access.next_check + offset_s) if access.next_check is not None else None,
+            reason,
+            sorted(facts.stripe_features),
+        )
+        await record_events(conn, cid, events, outcome="changed" if changed else "unchanged")
+    return Written(changed=changed, version=version, message=message)
+
+
+async def _write_subscriptions(
+    conn: asyncpg.Connection,
+    cid: str,
+    subs: Iterable[Subscription],
+    offset_s: float,
+    past_due_since_wall: Mapping[str, float],
+) -> None:
+    subs = list(subs)
+    await conn.execute(
+        "DELETE FROM subscriptions WHERE customer_id = $1 AND NOT (subscription_id = ANY($2::text[]))",
+        cid,
+        [s.id for s in subs],
+    )
+    if not subs:
+        return
+    await conn.executemany(
+        """
+        INSERT INTO subscriptions (subscription_id, customer_id, status, items, trial_end, cancel_at,
+            cancel_at_period_end, paused_collection, current_period_end, past_due_since, test_clock, updated_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, now())
+        ON CONFLICT (subscription_id) DO UPDATE SET
+            customer_id = EXCLUDED.customer_id, status = EXCLUDED.status, items = EXCLUDED.items,
+            trial_end = EXCLUDED.trial_end, cancel_at = EXCLUDED.cancel_at,
+            cancel_at_period_end = EXCLUDED.cancel_at_period_end,
+            paused_collection = EXCLUDED.paused_collection,
+            current_period_end = EXCLUDED.current_period_end,
+            past_due_since = EXCLUDED.past_due_since, test_clock = EXCLUDED.test_clock, updated_at = now()
+        """,
+        [
+            (
+                s.id,
+                cid,
+                s.status,
+                _items_json(s),
+                ts(s.trial_end),
+                ts(s.cancel_at),
+                s.cancel_at_period_end,
+                s.collection_paused,
+                ts(s.period_end),
+                ts(past_due_since_wall.get(s.id)),
+                s.test_clock,
+            )
+            for s in subs
+        ],
+    )
+
+
+async def record_events(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    customer_id: str | None,
+    events: Sequence[Mapping[str, Any]],
+    *,
+    outcome: str,
+    error: str | None = None,
+) -> None:
+    """Upsert the ledger rows of these events with what became of them."""
+    rows = [
+        (
+            str(e["id"]),
+            str(e.get("type", "")),
+            customer_id,
+            str(e.get("source", "webhook")),
+            ts(float(e.get("received_at", 0)) / 1000) or datetime.now(UTC),
+            outcome,
+            error,
+        )
+        for e in events
+        if e.get("id")
+    ]
+    if not rows:
+        return
+    await conn.executemany(
+        """
+        INSERT INTO event_ledger (event_id, type, customer_id, source, received_at, processed_at, outcome, attempts, error)
+        VALUES ($1, $2, $3, $4, $5, now(), $6, 1, $7)
+        ON CONFLICT (event_id) DO UPDATE SET
+            customer_id = COALESCE(EXCLUDED.customer_id, event_ledger.customer_id),
+            processed_at = now(), outcome = EXCLUDED.outcome,
+            attempts = event_ledger.attempts + 1, error = EXCLUDED.error
+        """,
+        rows,
+    )

@@ -1,0 +1,270 @@
+"""One sync: read Stripe's current state, decide with the policy, write, schedule the re-check.
+
+`run_unit` is the arq job (`sync_unit`). It takes the unit through the coordination scripts
+(`shared/coordination.py` explains the promises), dispatches on the unit's kind and always
+finishes the run, so that work that arrived meanwhile, or a failure, queues the next run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from dataclasses import replace
+from typing import Any
+
+import structlog
+from prometheus_client import Counter, Histogram
+
+from shared.coordination import Run
+from shared.events import CHECKOUT_UNIT_PREFIX, EVENTS_POLL_UNIT, SUBSCRIPTION_UNIT_PREFIX
+from shared.keys import CATALOG
+from shared.models import CustomerFacts, Subscription, ref_id
+from shared.policy import decide
+from worker import catalog, store
+from worker.context import Deps
+
+log = structlog.get_logger(__name__)
+
+SYNCS = Counter("entitled_syncs_total", "Runs of the sync job, by unit kind and outcome.", ["kind", "outcome"])
+SYNC_SECONDS = Histogram(
+    "entitled_sync_seconds", "Duration of customer syncs.", buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+)
+MISMATCHES = Counter(
+    "entitled_stripe_entitlements_mismatch_total",
+    "Syncs where Stripe's own active entitlements differ from ours (ours decide).",
+    ["kind"],  # stripe_grants_more | stripe_grants_less
+)
+
+RETRY_BASE_S = 5.0
+RETRY_MAX_S = 300.0
+# A catalog entry younger than this is not re-read when Stripe's entitlements disagree with ours.
+CATALOG_RECHECK_AGE_S = 60.0
+
+
+def retry_delay_ms(failures: int) -> int:
+    """Exponential backoff with jitter for a failed run: 5 s, 10 s, 20 s ... at most 5 min."""
+    base = min(RETRY_BASE_S * 2**failures, RETRY_MAX_S)
+    return int(base * random.uniform(0.75, 1.0) * 1000)
+
+
+def unit_kind(unit: str) -> str:
+    if unit == CATALOG:
+        return "catalog"
+    if unit == EVENTS_POLL_UNIT:
+        return "events"
+    if unit.startswith((SUBSCRIPTION_UNIT_PREFIX, CHECKOUT_UNIT_PREFIX)):
+        return "resolve"
+    return "customer"
+
+
+async def run_unit(deps: Deps, unit: str, job_id: str) -> str:
+    """The body of the `sync_unit` job. Returns what happened, for arq's log line."""
+    run = await deps.coordinator.begin(unit, job_id)
+    kind = unit_kind(unit)
+    if run is None:
+        SYNCS.labels(kind, "busy").inc()
+        log.info("sync.busy", unit=unit, job_id=job_id)
+        return "busy"
+    with structlog.contextvars.bound_contextvars(customer_id=unit, job_id=job_id):
+        heartbeat = asyncio.create_task(_heartbeat(deps, run))
+        ok = False
+        try:
+            if run.took_over:
+                log.warning("sync.took_over", hint="the previous run's lease expired")
+            await _dispatch(deps, kind, run)
+            ok = True
+        except asyncio.CancelledError:
+            # Shutdown or arq's timeout: hand the unit on rather than hold it until the lease ends.
+            await asyncio.shield(deps.coordinator.finish(run, ok=False, handled_events=0, retry_ms=0))
+            raise
+        except store.FencedOutError:
+            # A newer run holds the customer; it sees everything this one would have written.
+            SYNCS.labels(kind, "fenced").inc()
+            log.warning("sync.fenced_out")
+            ok = True
+        except Exception as exc:
+            SYNCS.labels(kind, "failed").inc()
+            log.exception("sync.failed", error=type(exc).__name__, failures=run.failures + 1)
+            with contextlib.suppress(Exception):
+                await store.record_events(deps.pool, None if kind != "customer" else unit, run.events,
+                                          outcome="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+        finally:
+            heartbeat.cancel()
+        result = await deps.coordinator.finish(
+            run, ok=ok, handled_events=len(run.events), retry_ms=retry_delay_ms(run.failures)
+        )
+        if result == "lost":
+            log.warning("sync.lost_unit", hint="another run took over; its result stands")
+        return f"{kind}:{'ok' if ok else 'failed'}:{result}"
+
+
+async def _heartbeat(deps: Deps, run: Run) -> None:
+    interval = deps.coordinator.lease_ms / 3000
+    while True:
+        await asyncio.sleep(interval)
+        if not await deps.coordinator.heartbeat(run):
+            log.warning("sync.lease_lost")
+            return
+
+
+async def _dispatch(deps: Deps, kind: str, run: Run) -> None:
+    if kind == "customer":
+        await sync_customer(deps, run)
+    elif kind == "catalog":
+        from worker.reconcile import refresh_catalog  # local: reconcile imports this module
+
+        await refresh_catalog(deps)
+        SYNCS.labels(kind, "ok").inc()
+    elif kind == "events":
+        from worker.reconcile import poll_events
+
+        await poll_events(deps)
+        SYNCS.labels(kind, "ok").inc()
+    else:
+        await _resolve(deps, run)
+
+
+async def _resolve(deps: Deps, run: Run) -> None:
+    """A payload named a subscription or a Checkout Session but no customer: find the customer
+    and hand the events over to it."""
+    unit = run.unit
+    if unit.startswith(SUBSCRIPTION_UNIT_PREFIX):
+        obj = await deps.reader.subscription(unit)
+    else:
+        obj = await deps.reader.checkout_session(unit)
+    customer = ref_id(obj.get("customer")) if obj else None
+    if customer is None:
+        log.info("sync.unresolved", unit=unit)
+        await store.record_events(deps.pool, None, run.events, outcome="unresolved")
+        SYNCS.labels("resolve", "unresolved").inc()
+        return
+    for event in run.events or ({},):
+        await deps.coordinator.accept(customer, event=event or None, reason=str(event.get("type", run.reason)))
+    SYNCS.labels("resolve", "ok").inc()
+
+
+def _effective_past_due(
+    subs: tuple[Subscription, ...], prior: store.Prior, clock_now: int, offset_s: float
+) -> tuple[tuple[Subscription, ...], dict[str, float]]:
+    """Fill `past_due_since` where Stripe showed none: our first sighting, else now.
+
+    Returns the subscriptions for the policy (customer clock) and the wall-clock values to store.
+    """
+    filled: list[Subscription] = []
+    wall: dict[str, float] = {}
+    for sub in subs:
+        if sub.status != "past_due":
+            filled.append(sub)
+            continue
+        since = sub.past_due_since
+        if since is None:
+            seen = prior.past_due_since.get(sub.id)
+            since = int(seen - offset_s) if seen is not None else clock_now
+            sub = replace(sub, past_due_since=since)
+        wall[sub.id] = since + offset_s
+        filled.append(sub)
+    return tuple(filled), wall
+
+
+async def sync_customer(deps: Deps, run: Run) -> None:
+    started = time.perf_counter()
+    cid = run.unit
+    fence = await store.bump_fence(deps.pool, cid)
+    prior = await store.load_prior(deps.pool, cid)
+    event_types = [str(e.get("type", "")) for e in run.events]
+    # The user id from a Checkout Session does not change; re-read it only when a checkout event
+    # came, or when we have none yet (it costs a request per sync).
+    with_checkout = prior.user_id_source != "checkout_session" or any(
+        t.startswith("checkout.session.") for t in event_types
+    ) or run.reason == "resync"
+    facts = await deps.reader.read_customer(cid, with_checkout=with_checkout)
+    if not with_checkout:
+        facts = replace(facts, checkout_user_id=prior.user_id)
+
+    wall_now = time.time()
+    clock_now = facts.clock_now if facts.clock_now is not None else int(wall_now)
+    # Times on a test clock are judged at its frozen_time; what we store is shifted to the wall
+    # clock, so the view and the re-check keep the remaining time the clock shows.
+    offset = wall_now - clock_now if facts.clock_now is not None else 0.0
+    subs, past_due_wall = _effective_past_due(facts.subscriptions, prior, clock_now, offset)
+    facts = replace(facts, subscriptions=subs)
+
+    product_ids = {p for s in subs for p in s.product_ids}
+    features_of = await catalog.features_of(deps.pool, deps.reader, product_ids)
+    access = decide(facts, features_of, clock_now, deps.policy)
+    if facts.stripe_features != access.features:
+        access = await _compare_with_stripe(deps, facts, access, features_of, clock_now)
+
+    reason = event_types[-1] if event_types else (run.reason or "sync")
+    written = await store.write(
+        deps.pool,
+        fence=fence,
+        facts=facts,
+        access=access,
+        offset_s=offset,
+        past_due_since_wall=past_due_wall,
+        events=run.events,
+        reason=reason,
+    )
+    if written.message is not None:
+        deps.outbox_ready.set()
+    due_ms = None if access.next_check is None else int((access.next_check + offset) * 1000)
+    await deps.coordinator.set_recheck(cid, due_ms)
+    SYNCS.labels("customer", "changed" if written.changed else "unchanged").inc()
+    SYNC_SECONDS.observe(time.perf_counter() - started)
+    log.info(
+        "sync.done",
+        changed=written.changed,
+        version=written.version,
+        features=sorted(access.features),
+        user_id=access.user_id,
+        statuses=[s.status for s in subs],
+        events=len(run.events),
+        reason=reason,
+        next_check_in_s=None if access.next_check is None else access.next_check - clock_now,
+    )
+
+
+async def _compare_with_stripe(
+    deps: Deps, facts: CustomerFacts, access: Any, features_of: dict[str, frozenset[str]], now: int
+) -> Any:
+    """Stripe's own entitlements disagree with ours. Ours decide (Stripe keeps features alive on
+    a subscription paused at trial end); but if Stripe grants a feature our catalog does not
+    know for a product we do grant, our cache may be stale: re-read those products once."""
+    more = facts.stripe_features - access.features
+    less = access.features - facts.stripe_features
+    if more:
+        granting = {p for s in facts.subscriptions for p in s.product_ids
+                    if any(g.subscription_id == s.id for g in access.grants.values())}
+        stale = await _stale_products(deps, granting)
+        if stale and await catalog.refresh(deps.pool, deps.reader, stale):
+            features_of = await catalog.features_of(deps.pool, deps.reader, features_of.keys())
+            access = decide(facts, features_of, now, deps.policy)
+            more = facts.stripe_features - access.features
+            less = access.features - facts.stripe_features
+    if more:
+        MISMATCHES.labels("stripe_grants_more").inc()
+    if less:
+        MISMATCHES.labels("stripe_grants_less").inc()
+    if more or less:
+        log.info(
+            "sync.stripe_entitlements_differ",
+            stripe_only=sorted(more),
+            ours_only=sorted(less),
+            statuses={s.id: s.status for s in facts.subscriptions},
+        )
+    return access
+
+
+async def _stale_products(deps: Deps, product_ids: set[str]) -> set[str]:
+    if not product_ids:
+        return set()
+    rows = await deps.pool.fetch(
+        "SELECT product_id FROM catalog_products WHERE product_id = ANY($1::text[])"
+        " AND refreshed_at < now() - make_interval(secs => $2)",
+        sorted(product_ids),
+        CATALOG_RECHECK_AGE_S,
+    )
+    return {r["product_id"] for r in rows}
