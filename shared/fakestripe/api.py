@@ -1,0 +1,308 @@
+"""The HTTP machinery every `/v1` route shares: auth, errors, faults, idempotency, lists, expand.
+
+Each response carries `Request-Id: req_...` and errors use Stripe's JSON error body. Requests
+to `/v1` and `/v2` go through, in order: the API faults (`rps_limit`, latency, injected reset /
+429 / 500), authentication (`Authorization: Bearer <key>` or HTTP basic with the key as user),
+idempotency (`Idempotency-Key` on POST replays the first answer, as Stripe does for 24 hours),
+then the handler inside one `Core.operation()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+
+from . import errors, shapes, shapes_billing
+from .clock import API_VERSION
+from .core import Core
+from .events import CURRENT_REQUEST
+from .expand import Resolver, expand
+from .faults import ApiFaults, RateWindow, Stats
+from .forms import Endpoint, parse_form, parse_query
+from .lifecycle import Lifecycle
+from .webhooks import Webhooks
+
+JSON = dict[str, Any]
+T = TypeVar("T")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+IDEMPOTENCY_TTL_S = 24 * 3600
+
+
+@dataclass
+class Replay:
+    fingerprint: str
+    status: int
+    body: bytes
+    stored_at: float
+
+
+@dataclass
+class Fake:
+    """Everything the HTTP layer needs; one per running fake."""
+
+    core: Core
+    lifecycle: Lifecycle
+    webhooks: Webhooks
+    api_keys: set[str]
+    faults: ApiFaults = field(default_factory=ApiFaults)
+    stats: Stats = field(default_factory=Stats)
+    rate_window: RateWindow = field(default_factory=RateWindow)
+    idempotency: dict[tuple[str, str], Replay] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def reset(self) -> None:
+        self.core.reset()
+        self.webhooks.reset()
+        self.lifecycle.advancing.clear()
+        self.faults = ApiFaults()
+        self.stats.reset()
+        self.rate_window.clear()
+        self.idempotency.clear()
+
+
+FAKE = web.AppKey("fakestripe", Fake)
+RAW_PARAMS = web.RequestKey("fakestripe_params", dict[str, Any])
+WAS_RESET = web.RequestKey("fakestripe_reset", bool)
+
+
+def fake_of(request: web.Request) -> Fake:
+    return request.app[FAKE]
+
+
+def json_response(
+    obj: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(obj), status=status, content_type="application/json", headers=headers
+    )
+
+
+def error_response(exc: errors.StripeError) -> web.Response:
+    return json_response(exc.body(), status=exc.status, headers=dict(exc.headers))
+
+
+def unrecognized(request: web.Request) -> errors.StripeError:
+    return errors.StripeError(
+        404,
+        f"Unrecognized request URL ({request.method}: {request.path}). Please see "
+        "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+    )
+
+
+def route_template(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+def authenticate(request: web.Request, keys: set[str]) -> str:
+    header = request.headers.get("Authorization", "")
+    key: str | None = None
+    if header.startswith("Bearer "):
+        key = header[len("Bearer ") :].strip()
+    elif header.startswith("Basic "):
+        try:
+            key = base64.b64decode(header[len("Basic ") :]).decode().split(":", 1)[0]
+        except (ValueError, UnicodeDecodeError):
+            key = None
+    if key is None or key not in keys:
+        raise errors.authentication_failed(key)
+    return key
+
+
+async def read_params(request: web.Request) -> dict[str, Any]:
+    if request.method in ("GET", "DELETE", "HEAD"):
+        return parse_query(request.query_string)
+    body = await request.text()
+    pairs = parse_qsl(request.query_string, keep_blank_values=True)
+    pairs += parse_qsl(body, keep_blank_values=True)
+    return parse_form(pairs)
+
+
+def params(request: web.Request, endpoint: Endpoint) -> dict[str, Any]:
+    """The request's parameters checked against what the endpoint accepts."""
+    raw: dict[str, Any] = request[RAW_PARAMS]
+    return endpoint.check(raw)
+
+
+async def _serve_api(
+    fake: Fake, request: web.Request, handler: Handler, request_id: str
+) -> web.StreamResponse:
+    faults = fake.faults
+    if faults.applies_to(request.method):
+        if faults.rps_limit is not None:
+            now = time.monotonic()
+            if fake.rate_window.count(now) >= faults.rps_limit:
+                raise errors.rate_limited()
+            fake.rate_window.add(now)
+        latency = faults.latency_s()
+        if latency > 0:
+            await asyncio.sleep(latency)
+        outcome = faults.roll()
+        if outcome == "reset" and request.transport is not None:
+            request[WAS_RESET] = True
+            request.transport.abort()
+            return web.Response(status=500)
+        if outcome == "429":
+            raise errors.rate_limited()
+        if outcome == "500":
+            raise errors.api_error()
+    key = authenticate(request, fake.api_keys)
+    request[RAW_PARAMS] = await read_params(request)
+    idem_key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+    fingerprint = ""
+    if idem_key:
+        fingerprint = hashlib.sha256(
+            f"{request.method} {request.path} {sorted(request[RAW_PARAMS].items())!r}".encode()
+        ).hexdigest()
+        replay = fake.idempotency.get((key, idem_key))
+        if replay is not None and time.time() - replay.stored_at < IDEMPOTENCY_TTL_S:
+            if replay.fingerprint != fingerprint:
+                raise errors.StripeError(
+                    400,
+                    "Keys for idempotent requests can only be used with the same parameters "
+                    "they were first used with. Try using a key other than "
+                    f"'{idem_key}' if you meant to execute a different request.",
+                    type_="idempotency_error",
+                )
+            return web.Response(
+                body=replay.body,
+                status=replay.status,
+                content_type="application/json",
+                headers={"Idempotent-Replayed": "true"},
+            )
+    token = CURRENT_REQUEST.set((request_id, idem_key))
+    try:
+        with fake.core.operation():
+            try:
+                response = await handler(request)
+            except errors.StripeError as exc:
+                response = error_response(exc)
+    finally:
+        CURRENT_REQUEST.reset(token)
+    if (
+        idem_key
+        and isinstance(response, web.Response)
+        and response.status < 500
+        and response.status != 429
+    ):
+        body = response.body if isinstance(response.body, bytes) else b""
+        fake.idempotency[(key, idem_key)] = Replay(fingerprint, response.status, body, time.time())
+    return response
+
+
+@web.middleware
+async def stripe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    fake = fake_of(request)
+    request_id = fake.core.store.new_id("request")
+    is_api = request.path.startswith(("/v1/", "/v2/"))
+    if is_api:
+        fake.stats.arrived()
+    response: web.StreamResponse
+    try:
+        if is_api:
+            response = await _serve_api(fake, request, handler, request_id)
+        else:
+            response = await handler(request)
+    except errors.StripeError as exc:
+        response = error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status not in (404, 405):
+            raise
+        response = error_response(unrecognized(request))
+    response.headers["Request-Id"] = request_id
+    if is_api:
+        response.headers["Stripe-Version"] = API_VERSION
+        status = "reset" if request.get(WAS_RESET) else str(response.status)
+        fake.stats.finished(request.method, route_template(request), status)
+    return response
+
+
+# Rendering --------------------------------------------------------------------------------
+
+
+def resolver(core: Core) -> Resolver:
+    store = core.store
+
+    def resolve(object_id: str) -> JSON | None:
+        if object_id.startswith("cus_") and object_id in store.customers:
+            return shapes.customer(store.customers[object_id])
+        if object_id.startswith("sub_") and object_id in store.subscriptions:
+            return shapes_billing.subscription(store, store.subscriptions[object_id])
+        if object_id.startswith("in_") and object_id in store.invoices:
+            return shapes_billing.invoice(store, store.invoices[object_id])
+        if object_id.startswith("clock_") and object_id in store.clocks:
+            return shapes.test_clock(store.clocks[object_id])
+        if object_id.startswith("price_") and object_id in store.prices:
+            return shapes.price(store.prices[object_id])
+        if object_id.startswith("prod_") and object_id in store.products:
+            return shapes.product(store.products[object_id])
+        if object_id.startswith("feat_") and object_id in store.features:
+            return shapes.feature(store.features[object_id])
+        if object_id.startswith("pm_") and object_id in store.payment_methods:
+            return shapes.payment_method(store.payment_methods[object_id])
+        if object_id.startswith("cs_") and object_id in store.sessions:
+            return shapes_billing.checkout_session(store, store.sessions[object_id])
+        return None
+
+    return resolve
+
+
+def respond(request: web.Request, obj: JSON, p: dict[str, Any]) -> web.Response:
+    if p.get("expand"):
+        expand(obj, p["expand"], resolver(fake_of(request).core))
+    return json_response(obj)
+
+
+def newest_first(objects: Sequence[T], key: Callable[[T], tuple[int, int]]) -> list[T]:
+    return sorted(objects, key=key, reverse=True)
+
+
+def paginate(
+    ordered: Sequence[T],
+    id_of: Callable[[T], str],
+    render: Callable[[T], JSON],
+    p: dict[str, Any],
+    url: str,
+    label: str,
+) -> JSON:
+    """One page of an already ordered list, with Stripe's `limit`/`starting_after`/`ending_before`."""
+    if "starting_after" in p and "ending_before" in p:
+        raise errors.invalid_request(
+            "You may only specify one of these parameters: ending_before, starting_after."
+        )
+    limit = p.get("limit", 10)
+    ids = [id_of(o) for o in ordered]
+    if "starting_after" in p:
+        cursor = p["starting_after"]
+        if cursor not in ids:
+            raise errors.resource_missing(label, cursor, param="starting_after")
+        start = ids.index(cursor) + 1
+        window = list(ordered[start : start + limit])
+        has_more = start + limit < len(ordered)
+    elif "ending_before" in p:
+        cursor = p["ending_before"]
+        if cursor not in ids:
+            raise errors.resource_missing(label, cursor, param="ending_before")
+        end = ids.index(cursor)
+        start = max(0, end - limit)
+        window = list(ordered[start:end])
+        has_more = start > 0
+    else:
+        window = list(ordered[:limit])
+        has_more = len(ordered) > limit
+    return shapes.list_object([render(o) for o in window], url, has_more)

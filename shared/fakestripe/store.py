@@ -1,0 +1,318 @@
+"""The in-memory objects of the fake, and Stripe-like ids (`cus_...`, `sub_1...`, `evt_1...`).
+
+Plain dataclasses hold state; `shapes.py` renders them as Stripe JSON. Every object carries a
+`seq` (creation order) that breaks ties between equal `created` values in lists, as Stripe's
+own ordering does.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from dataclasses import dataclass, field
+from typing import Any
+
+ALPHABET = string.ascii_letters + string.digits
+
+# Prefix and length of the random part, modelled on ids Stripe returns in test mode.
+ID_FORMATS: dict[str, tuple[str, int]] = {
+    "customer": ("cus_", 14),
+    "subscription": ("sub_1", 23),
+    "subscription_item": ("si_", 14),
+    "invoice": ("in_1", 23),
+    "invoice_line": ("il_1", 23),
+    "price": ("price_1", 23),
+    "product": ("prod_", 14),
+    "feature": ("feat_test_", 28),
+    "product_feature": ("prodft_", 14),
+    "active_entitlement": ("ent_test_", 28),
+    "checkout_session": ("cs_test_a1", 56),
+    "event": ("evt_1", 23),
+    "thin_event": ("evt_test_", 36),
+    "request": ("req_", 14),
+    "test_clock": ("clock_1", 23),
+    "webhook_endpoint": ("we_1", 23),
+    "webhook_secret": ("whsec_", 32),
+    "payment_method": ("pm_1", 23),
+    "payment_intent": ("pi_3", 23),
+    "delivery": ("dlv_", 16),
+}
+
+
+@dataclass
+class TestClock:
+    id: str
+    created: int
+    seq: int
+    frozen_time: int
+    name: str | None
+    deletes_after: int
+    status: str = "ready"
+    # Where transitions have got to; equals `frozen_time` once the clock is `ready`.
+    now: int = 0
+
+
+@dataclass
+class PaymentMethod:
+    id: str
+    created: int
+    seq: int
+    fails: bool
+    brand: str
+    last4: str
+    customer: str | None = None
+
+
+@dataclass
+class Customer:
+    id: str
+    created: int
+    seq: int
+    email: str | None = None
+    name: str | None = None
+    description: str | None = None
+    phone: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    test_clock: str | None = None
+    default_payment_method: str | None = None
+    currency: str | None = None
+    invoice_prefix: str = ""
+    next_invoice_sequence: int = 1
+    deleted: bool = False
+
+
+@dataclass
+class Product:
+    id: str
+    created: int
+    seq: int
+    name: str
+    updated: int = 0
+    active: bool = True
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    default_price: str | None = None
+
+
+@dataclass
+class Price:
+    id: str
+    created: int
+    seq: int
+    product: str
+    currency: str
+    unit_amount: int
+    interval: str | None = None
+    interval_count: int = 1
+    active: bool = True
+    metadata: dict[str, str] = field(default_factory=dict)
+    lookup_key: str | None = None
+    nickname: str | None = None
+
+
+@dataclass
+class Feature:
+    id: str
+    created: int
+    seq: int
+    name: str
+    lookup_key: str
+    active: bool = True
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ProductFeature:
+    id: str
+    seq: int
+    product: str
+    feature: str
+
+
+@dataclass
+class SubscriptionItem:
+    id: str
+    created: int
+    price: str
+    quantity: int
+    current_period_start: int
+    current_period_end: int
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Subscription:
+    id: str
+    created: int
+    seq: int
+    customer: str
+    items: list[SubscriptionItem]
+    status: str
+    start_date: int
+    billing_cycle_anchor: int
+    currency: str = "usd"
+    test_clock: str | None = None
+    trial_start: int | None = None
+    trial_end: int | None = None
+    trial_end_behavior: str = "create_invoice"
+    trial_will_end_sent: bool = False
+    cancel_at: int | None = None
+    cancel_at_period_end: bool = False
+    canceled_at: int | None = None
+    ended_at: int | None = None
+    cancellation_reason: str | None = None
+    default_payment_method: str | None = None
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    pause_behavior: str | None = None
+    pause_resumes_at: int | None = None
+    latest_invoice: str | None = None
+    paused_at: int | None = None
+    paused_reason: str | None = None
+    past_due_since: int | None = None
+
+
+@dataclass
+class InvoiceLine:
+    id: str
+    amount: int
+    description: str
+    period_start: int
+    period_end: int
+    price: str
+    quantity: int
+    subscription_item: str | None
+
+
+@dataclass
+class Invoice:
+    id: str
+    created: int
+    seq: int
+    customer: str
+    subscription: str | None
+    billing_reason: str
+    lines: list[InvoiceLine]
+    period_start: int
+    period_end: int
+    currency: str = "usd"
+    test_clock: str | None = None
+    status: str = "draft"
+    auto_advance: bool = True
+    finalize_at: int | None = None
+    finalized_at: int | None = None
+    paid_at: int | None = None
+    voided_at: int | None = None
+    marked_uncollectible_at: int | None = None
+    attempt_count: int = 0
+    attempted: bool = False
+    next_payment_attempt: int | None = None
+    first_failure_at: int | None = None
+    number: str | None = None
+    amount_paid: int = 0
+    payment_intent: str | None = None
+    subscription_metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def amount_due(self) -> int:
+        return sum(line.amount for line in self.lines)
+
+
+@dataclass
+class CheckoutSession:
+    id: str
+    created: int
+    seq: int
+    expires_at: int
+    mode: str
+    line_items: list[tuple[str, int]]
+    payment_method_collection: str = "always"
+    client_reference_id: str | None = None
+    customer: str | None = None
+    customer_email: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    trial_period_days: int | None = None
+    trial_end: int | None = None
+    trial_end_behavior: str | None = None
+    subscription_metadata: dict[str, str] = field(default_factory=dict)
+    payment_link: str | None = None
+    status: str = "open"
+    payment_status: str = "unpaid"
+    subscription: str | None = None
+    invoice: str | None = None
+    success_url: str | None = None
+    cancel_url: str | None = None
+    customer_details: dict[str, Any] | None = None
+    test_clock: str | None = None
+
+
+@dataclass
+class WebhookEndpoint:
+    id: str
+    created: int
+    seq: int
+    url: str
+    enabled_events: list[str]
+    description: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: str = "enabled"
+    api_version: str | None = None
+
+
+class Store:
+    """All objects, by kind and id. Not thread-safe: only the fake's event loop touches it."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self._rng = random.Random(seed)
+        self._seq = 0
+        self.clocks: dict[str, TestClock] = {}
+        self.payment_methods: dict[str, PaymentMethod] = {}
+        self.customers: dict[str, Customer] = {}
+        self.products: dict[str, Product] = {}
+        self.prices: dict[str, Price] = {}
+        self.features: dict[str, Feature] = {}
+        self.product_features: dict[str, ProductFeature] = {}
+        self.subscriptions: dict[str, Subscription] = {}
+        self.invoices: dict[str, Invoice] = {}
+        self.sessions: dict[str, CheckoutSession] = {}
+        self.webhook_endpoints: dict[str, WebhookEndpoint] = {}
+        # (customer, feature) -> the active entitlement's id, stable while it stays active.
+        self.entitlement_ids: dict[tuple[str, str], str] = {}
+
+    def new_id(self, kind: str) -> str:
+        prefix, length = ID_FORMATS[kind]
+        return prefix + "".join(self._rng.choice(ALPHABET) for _ in range(length))
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def random_token(self, length: int) -> str:
+        return "".join(
+            self._rng.choice(string.ascii_uppercase + string.digits) for _ in range(length)
+        )
+
+    def subscriptions_of(self, customer_id: str) -> list[Subscription]:
+        return [s for s in self.subscriptions.values() if s.customer == customer_id]
+
+    def features_of_product(self, product_id: str) -> list[Feature]:
+        return [
+            self.features[pf.feature]
+            for pf in sorted(self.product_features.values(), key=lambda pf: pf.seq)
+            if pf.product == product_id and pf.feature in self.features
+        ]
+
+    def customers_of_product(self, product_id: str) -> set[str]:
+        out: set[str] = set()
+        for sub in self.subscriptions.values():
+            for item in sub.items:
+                price = self.prices.get(item.price)
+                if price is not None and price.product == product_id:
+                    out.add(sub.customer)
+        return out
+
+    def clock_of_customer(self, customer_id: str | None) -> str | None:
+        if customer_id is None:
+            return None
+        customer = self.customers.get(customer_id)
+        return customer.test_clock if customer else None
