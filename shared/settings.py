@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     # Concurrent jobs per worker process.
     worker_concurrency: int = 16
+    # How long a sync holds its customer without renewing (it renews every third of this while
+    # alive); a worker that dies or stalls longer loses the customer to another worker.
+    sync_lease: Duration = 30.0
 
     @field_validator("port")
     @classmethod

@@ -3,7 +3,9 @@ empty Redis for every test; settings pointing at them. Nothing here is mocked.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -11,6 +13,7 @@ import redis.asyncio
 from shared.settings import Settings
 from tests.support.pg import PgCluster
 from tests.support.redis_server import RedisServer
+from tests.support.stack import Stack, running_stack
 
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
 API_KEY = "sk_test_fake"
@@ -67,3 +70,33 @@ def settings(redis_url: str, database_url: str) -> Settings:
         stripe_webhook_secret=[WEBHOOK_SECRET],
         log_format="json",
     )
+
+
+@pytest.fixture
+async def stack_factory(database_url: str, redis_url: str, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """`async with stack_factory(workers=2, ...) as stack:` — the whole service (tests/support/stack.py).
+
+    When the test fails, the tail of every worker's log is printed."""
+    made: list[Stack] = []
+
+    @contextlib.asynccontextmanager
+    async def factory(**kwargs: Any) -> AsyncIterator[Stack]:
+        async with running_stack(database_url, redis_url, **kwargs) as stack:
+            made.append(stack)
+            yield stack
+
+    yield factory
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for stack in made:
+            for path in sorted(stack.log_dir.glob("*.log")):
+                tail = path.read_text(errors="replace").splitlines()[-60:]
+                print(f"\n----- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+    return report

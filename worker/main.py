@@ -35,10 +35,9 @@ from worker.sync import run_unit
 
 log = structlog.get_logger(__name__)
 
-# arq kills a job after this; the unit's lease (much shorter, renewed while alive) is what
-# actually guards a customer, see shared/coordination.py.
+# arq kills a job after this; the unit's lease (SYNC_LEASE, shorter, renewed while alive) is
+# what actually guards a customer, see shared/coordination.py.
 JOB_TIMEOUT_S = 120
-LEASE_MS = 30_000
 SWEEP_TIMEOUT_S = 6 * 3600
 
 
@@ -56,6 +55,12 @@ def cron_fields(interval_s: float, name: str) -> dict[str, Any]:
     raise SettingsError(f"{name}: {n}s does not divide a minute, an hour or a day evenly")
 
 
+def cron_slot(ctx: dict[str, Any]) -> int:
+    """The scheduled time (ms) of this cron run: the same in every worker. arq names unique
+    cron jobs `<name>:<next_run ms>`; its score is not stable (enqueue time when late)."""
+    return int(str(ctx["job_id"]).rsplit(":", 1)[1])
+
+
 async def sync_unit(ctx: dict[str, Any], unit: str) -> str:
     return await run_unit(ctx["deps"], unit, ctx["job_id"])
 
@@ -63,8 +68,10 @@ async def sync_unit(ctx: dict[str, Any], unit: str) -> str:
 async def events_cron(ctx: dict[str, Any]) -> str:
     """Every RECONCILE_EVENTS_EVERY: poll the Events API (as a unit: one poll at a time)."""
     deps: Deps = ctx["deps"]
-    if not await reconcile.claim(deps, "events", int(ctx["score"]), int(deps.settings.reconcile_events_every)):
+    slot = cron_slot(ctx)
+    if not await reconcile.claim(deps, "events", slot, int(deps.settings.reconcile_events_every)):
         return "claimed by another worker"
+    log.info("cron.ran", cron="reconcile_events", slot=slot)
     await deps.coordinator.accept(EVENTS_POLL_UNIT, reason="reconcile", delay_ms=0)
     return "queued"
 
@@ -72,8 +79,10 @@ async def events_cron(ctx: dict[str, Any]) -> str:
 async def sweep_cron(ctx: dict[str, Any]) -> str:
     """Every RECONCILE_SWEEP_EVERY: the full sweep."""
     deps: Deps = ctx["deps"]
-    if not await reconcile.claim(deps, "sweep", int(ctx["score"]), int(deps.settings.reconcile_sweep_every)):
+    slot = cron_slot(ctx)
+    if not await reconcile.claim(deps, "sweep", slot, int(deps.settings.reconcile_sweep_every)):
         return "claimed by another worker"
+    log.info("cron.ran", cron="reconcile_sweep", slot=slot)
     result = await reconcile.sweep(deps)
     return f"sweep: {result}"
 
@@ -94,7 +103,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         keys=keys,
         pool=pool,
         redis=redis,
-        coordinator=Coordinator(redis, keys, coalesce_ms=int(settings.coalesce_window * 1000), lease_ms=LEASE_MS),
+        coordinator=Coordinator(
+            redis, keys, coalesce_ms=int(settings.coalesce_window * 1000), lease_ms=int(settings.sync_lease * 1000)
+        ),
         stripe=client,
         http=http,
         reader=StripeReader(client),

@@ -12,7 +12,6 @@ import contextlib
 import random
 import time
 from dataclasses import replace
-from typing import Any
 
 import structlog
 from prometheus_client import Counter, Histogram
@@ -21,7 +20,7 @@ from shared.coordination import Run
 from shared.events import CHECKOUT_UNIT_PREFIX, EVENTS_POLL_UNIT, SUBSCRIPTION_UNIT_PREFIX
 from shared.keys import CATALOG
 from shared.models import CustomerFacts, Subscription, ref_id
-from shared.policy import decide
+from shared.policy import Access, decide, grants_at
 from worker import catalog, store
 from worker.context import Deps
 
@@ -37,6 +36,7 @@ MISMATCHES = Counter(
     ["kind"],  # stripe_grants_more | stripe_grants_less
 )
 
+SUMMARY_EVENT = "entitlements.active_entitlement_summary.updated"
 RETRY_BASE_S = 5.0
 RETRY_MAX_S = 300.0
 # A catalog entry younger than this is not re-read when Stripe's entitlements disagree with ours.
@@ -195,7 +195,10 @@ async def sync_customer(deps: Deps, run: Run) -> None:
     features_of = await catalog.features_of(deps.pool, deps.reader, product_ids)
     access = decide(facts, features_of, clock_now, deps.policy)
     if facts.stripe_features != access.features:
-        access = await _compare_with_stripe(deps, facts, access, features_of, clock_now)
+        access = await _compare_with_stripe(
+            deps, facts, access, features_of, clock_now,
+            stripe_said_changed=SUMMARY_EVENT in event_types,
+        )
 
     reason = event_types[-1] if event_types else (run.reason or "sync")
     written = await store.write(
@@ -228,22 +231,27 @@ async def sync_customer(deps: Deps, run: Run) -> None:
 
 
 async def _compare_with_stripe(
-    deps: Deps, facts: CustomerFacts, access: Any, features_of: dict[str, frozenset[str]], now: int
-) -> Any:
-    """Stripe's own entitlements disagree with ours. Ours decide (Stripe keeps features alive on
-    a subscription paused at trial end); but if Stripe grants a feature our catalog does not
-    know for a product we do grant, our cache may be stale: re-read those products once."""
+    deps: Deps,
+    facts: CustomerFacts,
+    access: Access,
+    features_of: dict[str, frozenset[str]],
+    now: int,
+    *,
+    stripe_said_changed: bool,
+) -> Access:
+    """Stripe's own entitlements disagree with ours. Ours decide: Stripe keeps features alive on
+    a subscription paused at trial end. But a feature attached to or removed from a product
+    changes Stripe's entitlements (and fires a summary event) without telling us about the
+    product: when Stripe just said so, or our catalog entries are old, re-read the products we
+    grant from, once, and decide again."""
+    # Products of subscriptions that grant now, whether or not we know features for them yet.
+    granting = {p for s in facts.subscriptions if grants_at(s, now, deps.policy) for p in s.product_ids}
+    candidates = granting if stripe_said_changed else await _stale_products(deps, granting)
+    if candidates and await catalog.refresh(deps.pool, deps.reader, candidates):
+        features_of = await catalog.features_of(deps.pool, deps.reader, features_of.keys())
+        access = decide(facts, features_of, now, deps.policy)
     more = facts.stripe_features - access.features
     less = access.features - facts.stripe_features
-    if more:
-        granting = {p for s in facts.subscriptions for p in s.product_ids
-                    if any(g.subscription_id == s.id for g in access.grants.values())}
-        stale = await _stale_products(deps, granting)
-        if stale and await catalog.refresh(deps.pool, deps.reader, stale):
-            features_of = await catalog.features_of(deps.pool, deps.reader, features_of.keys())
-            access = decide(facts, features_of, now, deps.policy)
-            more = facts.stripe_features - access.features
-            less = access.features - facts.stripe_features
     if more:
         MISMATCHES.labels("stripe_grants_more").inc()
     if less:

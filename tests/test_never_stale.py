@@ -1,0 +1,217 @@
+"""Never stale (issue 6, SPEC scenarios 3, 8, 9): access is right when webhooks come late, are
+lost, or never come — re-checks, reconciliation and catalog changes, end to end.
+
+The re-check tests run on the wall clock (the fake's global clock follows it) with short
+graces, so that real seconds pass between a trial end and the re-check that finds it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from typing import Any
+
+from shared.fakestripe import Settings as FakeSettings
+from tests.support.stack import DAY, Stack
+
+GRACE = {"RENEWAL_GRACE": "10s", "COALESCE_WINDOW": "0.3"}
+
+
+async def sample_until(stack: Stack, customer: str, until: float) -> list[tuple[float, set[str]]]:
+    """Read the view every 100 ms until `until` (wall clock)."""
+    samples = []
+    while time.time() < until:
+        samples.append((time.time(), await stack.features(customer)))
+        await asyncio.sleep(0.1)
+    return samples
+
+
+async def test_scenario_3_renewal_webhooks_never_come(stack_factory: Any) -> None:
+    """The renewal's webhooks are all lost: access does not lapse at the period end, because the
+    re-check before `valid_until` finds the renewed period; access never flickers off."""
+    async with stack_factory(workers=2, worker_env=GRACE,
+                             fake_settings=FakeSettings(invoice_finalize_delay_s=2)) as stack:
+        _, price = await stack.product("Pro", ["pro"])
+        cus = await stack.customer(metadata={"user_id": "u_r"})
+        trial_end = int(time.time()) + 6
+        await stack.subscribe(cus, price, trial_end=trial_end)
+        await stack.wait_features(cus, {"pro"})
+        await stack.settle()
+        await stack.set_faults(drop_rate=1.0)  # from now on every webhook is lost
+        # valid_until = trial end + 10 s grace; the re-check runs 5 s before it.
+        samples = await sample_until(stack, cus, trial_end + 16)
+        assert all(features == {"pro"} for _, features in samples), "access flickered off"
+        view = await stack.view(cus)
+        assert view["pro"].timestamp() > time.time() + 20 * DAY  # the renewed period was found
+        dropped = (await stack.ctl.deliveries())["dropped"]
+        assert any(d["type"] == "customer.subscription.updated" for d in dropped)
+        assert len(await stack.messages(cus)) == 1
+
+
+async def test_scenario_3_renewal_webhooks_arrive_late(stack_factory: Any) -> None:
+    """The renewal's webhooks arrive after the re-check already found the renewal: no gap, and
+    the late events change nothing (no second message)."""
+    async with stack_factory(workers=2, worker_env=GRACE,
+                             fake_settings=FakeSettings(invoice_finalize_delay_s=2)) as stack:
+        _, price = await stack.product("Pro", ["pro"])
+        cus = await stack.customer(metadata={"user_id": "u_late"})
+        trial_end = int(time.time()) + 6
+        await stack.subscribe(cus, price, trial_end=trial_end)
+        await stack.wait_features(cus, {"pro"})
+        await stack.settle()
+        await stack.set_faults(delay_s=14.0)
+        samples = await sample_until(stack, cus, trial_end + 16)
+        assert all(features == {"pro"} for _, features in samples)
+        await stack.settle()
+        late = [d for d in (await stack.ctl.deliveries())["deliveries"] if d["sent_at"] >= trial_end + 10]
+        assert late, "the late deliveries did arrive"
+        assert len(await stack.messages(cus)) == 1
+
+
+async def test_access_ends_on_time_without_any_webhook(stack_factory: Any) -> None:
+    """A trial without a card that Stripe cancels at its end, and every webhook lost: the
+    re-check just after the trial end removes access and tells everyone."""
+    async with stack_factory(workers=2, worker_env=GRACE) as stack:
+        _, price = await stack.product("Pro", ["pro"])
+        cus = await stack.customer(card=None, metadata={"user_id": "u_end"})
+        trial_end = int(time.time()) + 5
+        await stack.subscribe(cus, price, trial_end=trial_end,
+                              trial_settings={"end_behavior": {"missing_payment_method": "cancel"}})
+        await stack.wait_features(cus, {"pro"})
+        await stack.settle()
+        await stack.set_faults(drop_rate=1.0)
+        await stack.wait_features(cus, set(), timeout_s=15)
+        assert time.time() < trial_end + 5
+        messages = await stack.messages(cus)
+        assert [m.removed for m in messages] == [(), ("pro",)]
+        assert messages[-1].reason == "recheck"
+
+
+async def test_scenario_8_feature_attached_and_removed(stack_factory: Any) -> None:
+    """A feature attached to or removed from a product: its subscribers' sets follow."""
+    async with stack_factory(workers=2) as stack:
+        product, price = await stack.product("Pro", ["pro"])
+        customers = []
+        for n in range(3):
+            cus = await stack.customer(metadata={"user_id": f"u_{n}"})
+            await stack.subscribe(cus, price)
+            customers.append(cus)
+        for cus in customers:
+            await stack.wait_features(cus, {"pro"})
+        ai = await stack.feature("ai")
+        await stack.stripe.v1.products.features.create_async(product, {"entitlement_feature": ai})
+        for cus in customers:
+            await stack.wait_features(cus, {"pro", "ai"})
+        attached = await stack.stripe.v1.products.features.list_async(product)
+        pro = next(pf.id for pf in attached.data if pf.entitlement_feature.lookup_key == "pro")
+        await stack.stripe.v1.products.features.delete_async(product, pro)
+        for cus in customers:
+            await stack.wait_features(cus, {"ai"})
+        await stack.settle()
+        for cus in customers:
+            assert [(m.added, m.removed) for m in await stack.messages(cus)] == [
+                (("pro",), ()), (("ai",), ()), ((), ("pro",))
+            ]
+
+
+async def test_scenario_8_metadata_features(stack_factory: Any) -> None:
+    """An account without Product Features: metadata.features on the product; a product.updated
+    event refreshes the catalog and resyncs its subscribers."""
+    async with stack_factory(workers=2) as stack:
+        product, price = await stack.product("Legacy", [], metadata_features="reports, api")
+        cus = await stack.customer(metadata={"user_id": "u_meta"})
+        await stack.subscribe(cus, price)
+        await stack.wait_features(cus, {"reports", "api"})
+        await stack.stripe.v1.products.update_async(product, {"metadata": {"features": "reports,sso"}})
+        await stack.wait_features(cus, {"reports", "sso"})
+
+
+async def _outage(stack: Stack, n: int) -> dict[str, set[str]]:
+    """n customers on Basic; then, with the webhook endpoint down for an hour of fake time, each
+    changes. Returns what each customer's features must be."""
+    _, basic = await stack.product("Basic", ["basic"])
+    _, pro = await stack.product("Pro", ["basic", "pro"])
+    _, addon = await stack.product("Addon", ["addon"])
+    subs = {}
+    for i in range(n):
+        cus = await stack.customer(metadata={"user_id": f"u_{i}"})
+        subs[cus] = await stack.subscribe(cus, basic)
+    await stack.settle()
+    await stack.set_faults(drop_rate=1.0)
+    expected = {}
+    for i, (cus, sub) in enumerate(subs.items()):
+        kind = i % 5
+        if kind == 0:
+            await stack.stripe.v1.subscriptions.cancel_async(sub)
+            expected[cus] = set()
+        elif kind == 1:
+            item = (await stack.stripe.v1.subscriptions.retrieve_async(sub))["items"].data[0].id
+            await stack.stripe.v1.subscriptions.update_async(sub, {"items": [{"id": item, "price": pro}]})
+            expected[cus] = {"basic", "pro"}
+        elif kind == 2:
+            await stack.subscribe(cus, addon)
+            expected[cus] = {"basic", "addon"}
+        elif kind == 3:
+            await stack.stripe.v1.customers.update_async(cus, {"metadata": {"user_id": f"u_{i}_new"}})
+            expected[cus] = {"basic"}
+        else:
+            expected[cus] = {"basic"}
+    await stack.ctl.advance_clock(3600)
+    await stack.ctl.wait_idle(timeout_s=30)
+    await stack.set_faults(drop_rate=0.0)
+    return expected
+
+
+async def _assert_matches(stack: Stack, expected: dict[str, set[str]], timeout_s: float) -> None:
+    async def all_match() -> bool:
+        for cus, features in expected.items():
+            if await stack.features(cus) != features:
+                return False
+        return True
+
+    try:
+        await stack.wait_for(all_match, timeout_s, "every customer to match Stripe")
+    except AssertionError:
+        wrong = {c: (sorted(await stack.features(c)), sorted(f)) for c, f in expected.items()
+                 if await stack.features(c) != f}
+        raise AssertionError(f"{len(wrong)} customers differ (view, truth): {wrong}") from None
+    for i, cus in enumerate(expected):
+        if i % 5 == 3:
+            assert await stack.user_of(cus) == f"u_{i}_new"
+
+
+async def test_scenario_9_outage_recovered_by_the_events_poller(stack_factory: Any) -> None:
+    """Webhooks missed entirely for an hour of fake time while 50 customers change: the Events
+    API poller brings every customer back to what Stripe says, without any webhook."""
+    env = {"RECONCILE_EVENTS_EVERY": "5s", "RECONCILE_SWEEP_EVERY": "1d"}
+    async with stack_factory(workers=2, worker_env=env) as stack:
+        expected = await _outage(stack, 50)
+        await _assert_matches(stack, expected, timeout_s=60)
+        sources = {r["source"] for r in await stack.pool.fetch("SELECT DISTINCT source FROM event_ledger")}
+        assert "events_api" in sources
+
+
+async def test_scenario_9_outage_recovered_by_the_sweep(stack_factory: Any) -> None:
+    """The same outage with the Events API poller off: the full sweep, keyed by customer, finds
+    every customer that differs and resyncs it."""
+    env = {"RECONCILE_EVENTS_EVERY": "1d", "RECONCILE_SWEEP_EVERY": "10s"}
+    async with stack_factory(workers=2, worker_env=env) as stack:
+        expected = await _outage(stack, 50)
+        await _assert_matches(stack, expected, timeout_s=60)
+        reasons = Counter(m.reason for m in await stack.messages())
+        assert reasons["reconcile"] > 0
+
+
+async def test_each_cron_job_runs_once_per_schedule_with_three_workers(stack_factory: Any) -> None:
+    """Three workers, a 2-second schedule: every slot of every cron job is run by exactly one."""
+    env = {"RECONCILE_EVENTS_EVERY": "2s", "RECONCILE_SWEEP_EVERY": "2s"}
+    async with stack_factory(workers=3, worker_env=env) as stack:
+        await asyncio.sleep(9)
+        runs = Counter(
+            (r["cron"], r["slot"]) for r in stack.worker_logs() if r.get("event") == "cron.ran"
+        )
+    by_job = Counter(cron for cron, _ in runs)
+    assert by_job["reconcile_events"] >= 3
+    assert by_job["reconcile_sweep"] >= 3
+    assert set(runs.values()) == {1}, f"a slot ran twice: {runs}"
