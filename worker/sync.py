@@ -67,6 +67,7 @@ async def run_unit(deps: Deps, unit: str, job_id: str) -> str:
         SYNCS.labels(kind, "busy").inc()
         log.info("sync.busy", unit=unit, job_id=job_id)
         return "busy"
+    began_at = time.time()
     with structlog.contextvars.bound_contextvars(customer_id=unit, job_id=job_id):
         heartbeat = asyncio.create_task(_heartbeat(deps, run))
         ok = False
@@ -92,11 +93,15 @@ async def run_unit(deps: Deps, unit: str, job_id: str) -> str:
                                           outcome="failed", error=f"{type(exc).__name__}: {exc}"[:500])
         finally:
             heartbeat.cancel()
+        held_until = time.time()  # the unit is released inside `finish`, after this instant
         result = await deps.coordinator.finish(
             run, ok=ok, handled_events=len(run.events), retry_ms=retry_delay_ms(run.failures)
         )
         if result == "lost":
             log.warning("sync.lost_unit", hint="another run took over; its result stands")
+        # One line per run, with the interval it held the unit (tests check runs never overlap).
+        log.info("sync.run", kind=kind, ok=ok, next=result, events=len(run.events),
+                 began_at=round(began_at, 4), ended_at=round(held_until, 4))
         return f"{kind}:{'ok' if ok else 'failed'}:{result}"
 
 
