@@ -9,6 +9,7 @@ than `ENQUEUE_TIMEOUT_S` the answer is 503 and Stripe retries later.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -148,7 +149,12 @@ async def readyz(request: web.Request) -> web.Response:
     return _json({"status": "ready"})
 
 
-async def metrics_view(_request: web.Request) -> web.Response:
+async def metrics_view(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token is not None and not hmac.compare_digest(
+        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
+    ):
+        return _json({"error": {"reason": "unauthorized", "message": "metrics need the bearer token"}}, 401)
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -89,8 +89,14 @@ class Settings(BaseSettings):
     # Log format: "json", "console", or "auto" (console when stderr is a terminal).
     log_format: str = "auto"
     log_level: str = "INFO"
-    # Host ingest binds to; metrics share its port (see README, "Operating it").
+    # Host ingest binds to (see README, "Operating it").
     host: str = "0.0.0.0"
+    # When set, ingest's GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: str | None = None
+    # A worker serves its Prometheus metrics on METRICS_HOST:WORKER_METRICS_PORT when the port is
+    # set (one port per worker process on a host); loopback unless told otherwise.
+    worker_metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
     # Concurrent jobs per worker process.
     worker_concurrency: int = 16
     # How long a sync holds its customer without renewing (it renews every third of this while

@@ -341,3 +341,13 @@ async def test_redis_down_is_503_and_the_retry_succeeds(database_url: str) -> No
             await r.aclose()
     finally:
         server.close()
+
+
+async def test_metrics_token(redis_url: str, database_url: str) -> None:
+    """With METRICS_TOKEN set, /metrics answers 401 without the bearer token, 200 with it."""
+    settings = Settings(redis_url=redis_url, database_url=database_url, stripe_webhook_secret=[WEBHOOK_SECRET],
+                        stripe_api_key="sk_test_x", metrics_token="s3cret-token")
+    async with TestClient(TestServer(create_app(settings))) as c:
+        assert (await c.get("/metrics")).status == 401
+        assert (await c.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
+        assert (await c.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})).status == 200

@@ -139,7 +139,7 @@ async def _outage(stack: Stack, n: int) -> dict[str, set[str]]:
         subs[cus] = await stack.subscribe(cus, basic)
     await stack.settle()
     await stack.set_faults(drop_rate=1.0)
-    expected = {}
+    expected: dict[str, set[str]] = {}
     for i, (cus, sub) in enumerate(subs.items()):
         kind = i % 5
         if kind == 0:

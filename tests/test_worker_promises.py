@@ -5,6 +5,7 @@ Redis: one sync at a time, no lost update, coalescing, and fencing of a paused s
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 from collections import defaultdict
@@ -52,7 +53,7 @@ async def test_one_at_a_time_no_lost_update_under_bursts(stack_factory: Any) -> 
             assert await stack.features(cus) == features, cus
         for cus, runs in runs_by_customer(stack).items():
             runs.sort()
-            for (_, prev_end), (next_begin, _) in zip(runs, runs[1:], strict=False):
+            for (_, prev_end), (next_begin, _) in itertools.pairwise(runs):
                 assert next_begin >= prev_end, f"two syncs of {cus} overlapped"
         # every event accepted was processed by a sync that started after it arrived
         unprocessed = await stack.pool.fetchval(

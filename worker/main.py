@@ -17,6 +17,7 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Worker, func
+from prometheus_client import start_http_server
 from redis.asyncio import Redis
 
 from shared import db
@@ -119,7 +120,9 @@ async def startup(ctx: dict[str, Any]) -> None:
         asyncio.create_task(timers.run_forever(deps), name="timers"),
     ]
     ctx["deps"] = deps
-    log.info("worker.started", name=ctx["worker_name"], concurrency=settings.worker_concurrency,
+    if settings.worker_metrics_port is not None:
+        start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
+    log.info("worker.started", metrics_port=settings.worker_metrics_port, name=ctx["worker_name"], concurrency=settings.worker_concurrency,
              rate_limit=settings.stripe_rate_limit, api_base=settings.stripe_api_base)
 
 

@@ -20,13 +20,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
 import redis.asyncio
 import stripe
 from aiohttp import web
+from stripe.params import CustomerCreateParams, SubscriptionCreateParams
+from stripe.params.checkout import SessionCreateParams
 
 from ingest.app import create_app
 from shared import db
@@ -200,13 +202,12 @@ class Stack:
         if card:
             params["payment_method"] = card
             params["invoice_settings"] = {"default_payment_method": card}
-        created = await self.stripe.v1.customers.create_async(params)
+        created = await self.stripe.v1.customers.create_async(cast(CustomerCreateParams, params))
         return created.id
 
     async def subscribe(self, customer: str, *prices: str, **extra: Any) -> str:
-        sub = await self.stripe.v1.subscriptions.create_async(
-            {"customer": customer, "items": [{"price": p} for p in prices], **extra}
-        )
+        params = {"customer": customer, "items": [{"price": p} for p in prices], **extra}
+        sub = await self.stripe.v1.subscriptions.create_async(cast(SubscriptionCreateParams, params))
         return sub.id
 
     async def checkout(self, price: str, *, user: str, clock: str | None = None, card: str | None = "pm_card_visa",
@@ -230,7 +231,7 @@ class Stack:
             params["payment_method_collection"] = "if_required"
         if payment_link is not None:
             params["payment_link"] = payment_link
-        session = await self.stripe.v1.checkout.sessions.create_async(params)
+        session = await self.stripe.v1.checkout.sessions.create_async(cast(SessionCreateParams, params))
         completed: dict[str, Any] = await self.ctl.complete_checkout(session.id, payment_method=card, test_clock=clock)
         return completed
 
