@@ -292,7 +292,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--limit", type=int, default=50)
     rp = sub.add_parser("replay", help="process an event's customer again")
     rp.add_argument("event_id")
-    sub.add_parser("run", help="run ingest and a worker (embedded Postgres/Redis and a demo when unconfigured)")
+    run = sub.add_parser("run", help="run ingest and a worker (embedded Postgres/Redis and a demo when unconfigured)")
+    run.add_argument("--exit-after-demo", action="store_true", help="stop once the demo has played")
     sub.add_parser("worker", help="run one worker process")
     sub.add_parser("ingest", help="run the webhook receiver")
     return p
@@ -319,13 +320,14 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    if args.command == "run":
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["run"]:
         # imported here: the launcher pulls in the embedded servers and the fake Stripe
         from worker.launcher import main as run_main
 
-        run_main()
+        run_main(argv[1:])
         return
+    args = parser().parse_args(argv)
     if args.command in ("worker", "ingest"):
         module = __import__(f"{args.command}.__main__", fromlist=["main"])
         module.main()
@@ -339,3 +341,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         print(f"\nentitled {args.command}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()
