@@ -66,5 +66,7 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(numeric_level)
-    # aiohttp's access log is one line per webhook: useful, but keep it at INFO only if asked.
+    # One line per webhook (aiohttp's access log) or per Stripe request (the SDK's "Request to
+    # Stripe api"): too much at INFO; our own lines say what happened.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("stripe").setLevel(max(numeric_level, logging.WARNING))
