@@ -100,9 +100,9 @@ async def test_resync_all_resumes_after_an_interruption(stack_factory: Any) -> N
         await stack.wait_for(listed, 60, "resync --all to list the customers")
         await asyncio.sleep(1.0)
         proc.send_signal(signal.SIGINT)
-        _, err = await asyncio.wait_for(proc.communicate(), 30)
+        _, first_err = await asyncio.wait_for(proc.communicate(), 30)
         assert proc.returncode == 130
-        assert "resync: 12 customers" in err.decode()
+        assert "resync: 12 customers" in first_err.decode()
 
         stack.start_worker()
         code, _, err = await entitled(stack, "resync", "--all")
