@@ -215,3 +215,31 @@ async def test_each_cron_job_runs_once_per_schedule_with_three_workers(stack_fac
     assert by_job["reconcile_events"] >= 3
     assert by_job["reconcile_sweep"] >= 3
     assert set(runs.values()) == {1}, f"a slot ran twice: {runs}"
+
+
+async def test_sweep_sees_customers_on_test_clocks(stack_factory: Any) -> None:
+    """Stripe's lists leave out test-clock objects unless asked per clock: the sweep asks for
+    each clock we know, so it neither resyncs unchanged clock customers every time nor misses
+    one whose webhooks were lost."""
+    env = {"RECONCILE_EVENTS_EVERY": "1d", "RECONCILE_SWEEP_EVERY": "5s"}
+    async with stack_factory(workers=1, worker_env=env) as stack:
+        _, price = await stack.product("Pro", ["pro"])
+        clock, _ = await stack.clock()
+        cus = await stack.customer(clock=clock, metadata={"user_id": "u_clock"})
+        sub = await stack.subscribe(cus, price)
+        await stack.wait_features(cus, {"pro"})
+        await stack.settle()
+        started = time.time()
+
+        async def swept_after_setup() -> bool:
+            info = await stack.pool.fetchval("SELECT info FROM reconcile_state WHERE name = 'sweep'")
+            updated = await stack.pool.fetchval("SELECT updated_at FROM reconcile_state WHERE name = 'sweep'")
+            return info is not None and updated.timestamp() > started
+
+        await stack.wait_for(swept_after_setup, 20, "a sweep")
+        info = await stack.pool.fetchval("SELECT info FROM reconcile_state WHERE name = 'sweep'")
+        assert (info["subscriptions"], info["queued"]) == (1, 0)  # seen through its clock; unchanged
+        await stack.set_faults(drop_rate=1.0)
+        await stack.stripe.v1.subscriptions.cancel_async(sub)
+        await stack.wait_features(cus, set(), timeout_s=30)
+        assert (await stack.messages(cus))[-1].reason == "reconcile"

@@ -137,12 +137,16 @@ async def sweep(deps: Deps, *, progress_every: int = 1000) -> dict[str, int]:
     ours = await _our_fingerprints(deps)
     theirs: dict[str, dict[str, tuple[Any, ...]]] = defaultdict(dict)
     seen = 0
-    async for raw in deps.reader.all_subscriptions():
-        sub = parse_subscription(raw)
-        theirs[sub.customer_id][sub.id] = _fingerprint(sub)
-        seen += 1
-        if seen % progress_every == 0:
-            log.info("reconcile.sweep_progress", subscriptions=seen, elapsed_s=round(time.monotonic() - started, 1))
+    clocks = [r["test_clock"] for r in await deps.pool.fetch(
+        "SELECT DISTINCT test_clock FROM customers WHERE test_clock IS NOT NULL ORDER BY 1")]
+    for clock in [None, *clocks]:
+        async for raw in deps.reader.all_subscriptions(test_clock=clock):
+            sub = parse_subscription(raw)
+            theirs[sub.customer_id][sub.id] = _fingerprint(sub)
+            seen += 1
+            if seen % progress_every == 0:
+                log.info("reconcile.sweep_progress", subscriptions=seen,
+                         elapsed_s=round(time.monotonic() - started, 1))
     differing = {c for c in set(ours) | set(theirs) if ours.get(c, {}) != theirs.get(c, {})}
 
     known = {
@@ -150,16 +154,17 @@ async def sweep(deps: Deps, *, progress_every: int = 1000) -> dict[str, int]:
         for r in await deps.pool.fetch("SELECT customer_id, user_id, user_id_source, deleted FROM customers")
     }
     listed: set[str] = set()
-    async for raw in deps.reader.all_customers():
-        customer = parse_customer(raw)
-        listed.add(customer.id)
-        held = known.get(customer.id)
-        if held is None:
-            continue
-        user_id, source, deleted = held
-        if deleted or (source != "checkout_session" and customer.metadata_user_id != user_id and
-                       (customer.metadata_user_id or source == "customer_metadata")):
-            differing.add(customer.id)
+    for clock in [None, *clocks]:
+        async for raw in deps.reader.all_customers(test_clock=clock):
+            customer = parse_customer(raw)
+            listed.add(customer.id)
+            held = known.get(customer.id)
+            if held is None:
+                continue
+            user_id, source, deleted = held
+            if deleted or (source != "checkout_session" and customer.metadata_user_id != user_id and
+                           (customer.metadata_user_id or source == "customer_metadata")):
+                differing.add(customer.id)
     # Customers we hold that Stripe no longer lists were deleted.
     differing |= {c for c, (_, _, deleted) in known.items() if c not in listed and not deleted}
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import stripe
-from stripe.params import EventListParams
+from stripe.params import CustomerListParams, EventListParams, SubscriptionListParams
 
 from shared.models import CustomerFacts, parse_customer, parse_subscription
 
@@ -109,14 +109,22 @@ class StripeReader:
         async for product in page.auto_paging_iter():
             yield product.to_dict()
 
-    async def all_subscriptions(self) -> AsyncIterator[dict[str, Any]]:
-        """Every subscription of the account, any status (the sweep)."""
-        page = await self.client.v1.subscriptions.list_async({"status": "all", "limit": PAGE})
+    async def all_subscriptions(self, test_clock: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every subscription of the account, any status (the sweep). Stripe leaves out those on
+        test clocks unless asked for one clock at a time."""
+        params: dict[str, Any] = {"status": "all", "limit": PAGE}
+        if test_clock is not None:
+            params["test_clock"] = test_clock
+        page = await self.client.v1.subscriptions.list_async(cast(SubscriptionListParams, params))
         async for sub in page.auto_paging_iter():
             yield sub.to_dict()
 
-    async def all_customers(self) -> AsyncIterator[dict[str, Any]]:
-        page = await self.client.v1.customers.list_async({"limit": PAGE})
+    async def all_customers(self, test_clock: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every customer (those on a test clock only when asked for that clock, as Stripe does)."""
+        params: dict[str, Any] = {"limit": PAGE}
+        if test_clock is not None:
+            params["test_clock"] = test_clock
+        page = await self.client.v1.customers.list_async(cast(CustomerListParams, params))
         async for customer in page.auto_paging_iter():
             yield customer.to_dict()
 
