@@ -127,10 +127,8 @@ async def test_missing_objects_are_none_not_errors(fake: FakeStripe, redis_clien
     reader = StripeReader(client)
     assert await reader.customer("cus_missing") is None
     assert await reader.subscription("sub_missing") is None
+    bad, bad_http = create_client("sk_test_wrong", fake.base_url, limiter)
     with pytest.raises(stripe.AuthenticationError):
-        bad, bad_http = create_client("sk_test_wrong", fake.base_url, limiter)
-        try:
-            await StripeReader(bad).customer("cus_1")
-        finally:
-            await bad_http.close_async()  # type: ignore[no-untyped-call]
+        await StripeReader(bad).customer("cus_1")
+    await bad_http.close_async()  # type: ignore[no-untyped-call]
     await http.close_async()  # type: ignore[no-untyped-call]
