@@ -243,3 +243,20 @@ async def test_sweep_sees_customers_on_test_clocks(stack_factory: Any) -> None:
         await stack.stripe.v1.subscriptions.cancel_async(sub)
         await stack.wait_features(cus, set(), timeout_s=30)
         assert (await stack.messages(cus))[-1].reason == "reconcile"
+
+
+async def test_events_poller_warns_when_its_cursor_is_old(stack_factory: Any) -> None:
+    """Stripe keeps events 30 days: a cursor older than 25 days is said loudly, with the remedy."""
+    env = {"RECONCILE_EVENTS_EVERY": "2s", "RECONCILE_SWEEP_EVERY": "1d"}
+    async with stack_factory(workers=1, worker_env=env) as stack:
+        await stack.pool.execute(
+            "INSERT INTO reconcile_state (name, cursor) VALUES ('events', $1)", str(int(time.time()) - 26 * DAY)
+        )
+
+        async def warned() -> bool:
+            return any(r.get("event") == "reconcile.events_cursor_old" for r in stack.worker_logs())
+
+        await stack.wait_for(warned, 30, "the old-cursor warning")
+        warning = next(r for r in stack.worker_logs() if r.get("event") == "reconcile.events_cursor_old")
+        assert warning["level"] == "warning"
+        assert "resync --all" in warning["hint"]
