@@ -107,18 +107,21 @@ async def webhook(request: web.Request) -> web.Response:
             "source": "webhook",
         }
         coordinator = request.app[COORDINATOR]
+        # A thin event may share its id with the snapshot event the Events API poller later
+        # feeds for it; keep their dedupe keys apart so the snapshot is not taken for a repeat.
+        dedupe_id = event_id if event["object"] == "event" else f"thin:{event_id}"
         started = time.perf_counter()
         try:
             async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
                 if work.kind == "catalog":
                     assert work.catalog_item is not None
                     outcome = await coordinator.accept_catalog(
-                        work.catalog_item, event=record, dedupe_id=event_id, reason=event_type
+                        work.catalog_item, event=record, dedupe_id=dedupe_id, reason=event_type
                     )
                 else:
                     assert work.unit is not None
                     outcome = await coordinator.accept(
-                        work.unit, event=record, dedupe_id=event_id, reason=event_type
+                        work.unit, event=record, dedupe_id=dedupe_id, reason=event_type
                     )
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
             # Never 200 for an event that is not queued: Stripe will deliver it again.

@@ -167,3 +167,18 @@ async def test_scenario_2_retries_run_out(stack_factory: Any) -> None:
         await stack.advance(clock, t0 + 9 * DAY)  # past the last retry (7 days after the first failure)
         await stack.wait_features(cus, set())
         assert [m.removed for m in await stack.messages(cus)][-1] == ("pro",)
+
+
+async def test_deleted_customer_loses_everything(stack_factory: Any) -> None:
+    """customer.deleted: Stripe cancels the subscriptions; access ends and the message still
+    names the user whose access ended."""
+    async with stack_factory(workers=1) as stack:
+        _, price = await stack.product("Pro", ["pro"])
+        cus, _ = await _active_subscriber(stack, price)
+        await stack.wait_features(cus, {"pro"})
+        await stack.stripe.v1.customers.delete_async(cus)
+        await stack.wait_features(cus, set())
+        await stack.settle()
+        last = (await stack.messages(cus))[-1]
+        assert (last.removed, last.user_id) == (("pro",), "u_sub")
+        assert await stack.pool.fetchval("SELECT deleted FROM customers WHERE customer_id = $1", cus)

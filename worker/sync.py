@@ -204,6 +204,10 @@ async def sync_customer(deps: Deps, run: Run) -> None:
             deps, facts, access, features_of, clock_now,
             stripe_said_changed=SUMMARY_EVENT in event_types,
         )
+    if access.user_id is None and prior.user_id and (facts.customer is None or facts.customer.deleted):
+        # Stripe no longer shows a deleted customer's metadata: keep the user we knew, so the
+        # message that ends its access says whose access ended.
+        access = replace(access, user_id=prior.user_id, user_id_source=prior.user_id_source)
 
     reason = event_types[-1] if event_types else (run.reason or "sync")
     written = await store.write(
