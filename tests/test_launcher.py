@@ -3,6 +3,7 @@ Stripe in demo mode, a readable timeline; Ctrl-C stops everything it started."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -10,7 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import asyncpg
 import pytest
+import stripe
+
+from shared.embedded import free_port
+from shared.fakestripe import FakeStripe
 
 CLEAN_ENV = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_", "REDIS_", "STRIPE_", "PORT", "LOG_"))}
@@ -67,3 +73,47 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
     assert proc.returncode == 0
     time.sleep(0.5)
     assert leftovers(tmp_path) == []
+
+
+async def test_run_with_real_settings(database_url: str, tmp_path: Path) -> None:
+    """With a Stripe key and webhook secret, `entitled run` runs for real: no demo, Stripe's
+    webhooks are received and synced into the given database (Redis embedded, as it is unset)."""
+    port = free_port()
+    async with FakeStripe(api_keys=("sk_test_real",)).running() as fake:
+        endpoint = fake.add_webhook_endpoint(f"http://127.0.0.1:{port}/webhooks/stripe")
+        env = {**CLEAN_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": "sk_test_real",
+               "STRIPE_API_BASE": fake.base_url, "STRIPE_WEBHOOK_SECRET": endpoint.secret, "PORT": str(port)}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "worker.cli", "run", cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        http = stripe.AIOHTTPClient()
+        client = stripe.StripeClient("sk_test_real", base_addresses={"api": fake.base_url}, http_client=http)
+        conn = await asyncpg.connect(database_url)
+        try:
+            product = await client.v1.products.create_async({"name": "P", "metadata": {"features": "alpha"}})
+            price = await client.v1.prices.create_async(
+                {"product": product.id, "unit_amount": 100, "currency": "usd", "recurring": {"interval": "month"}})
+            customer = await client.v1.customers.create_async(
+                {"metadata": {"user_id": "u_real"}, "payment_method": "pm_card_visa",
+                 "invoice_settings": {"default_payment_method": "pm_card_visa"}})
+            await client.v1.subscriptions.create_async({"customer": customer.id, "items": [{"price": price.id}]})
+            deadline = time.monotonic() + 60
+            rows: list[asyncpg.Record] = []
+            while time.monotonic() < deadline:
+                # the view appears once the worker migrated the database
+                if await conn.fetchval("SELECT to_regclass('active_entitlements') IS NOT NULL"):
+                    rows = await conn.fetch("SELECT user_id, feature FROM active_entitlements")
+                    if rows:
+                        break
+                await asyncio.sleep(0.3)
+            assert [(r["user_id"], r["feature"]) for r in rows] == [("u_real", "alpha")]
+        finally:
+            await conn.close()
+            await http.close_async()  # type: ignore[no-untyped-call]
+            proc.send_signal(signal.SIGINT)
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()[-2000:]
+        assert b"entitled demo" not in out
+        assert b"embedded Redis" in err
+        assert leftovers(tmp_path) == []
