@@ -34,5 +34,8 @@ bench-short: install
 fault: install
 	$(BIN)/python -m bench.faults
 
+fault-short: install
+	$(BIN)/python -m bench.faults --short
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .data

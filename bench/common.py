@@ -74,6 +74,14 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+def load_note(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """The machine's load averages at the start and the end of a run (other work skews timings)."""
+    def fmt(load: tuple[float, float, float]) -> str:
+        return " / ".join(f"{x:.2f}" for x in load)
+
+    return f"Load average (1 / 5 / 15 min) at the start: {fmt(before)}; at the end: {fmt(after)}."
+
+
 def append_results(title: str, command: str, body: str) -> None:
     """Append a dated section to docs/benchmarks.md."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

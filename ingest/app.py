@@ -55,6 +55,9 @@ async def _read_body(request: web.Request) -> bytes:
         return await request.read()
     except web.HTTPRequestEntityTooLarge:
         raise RejectedError("body_too_large", f"body is over {MAX_BODY_BYTES} bytes", 413) from None
+    except web.RequestPayloadError:
+        # e.g. a Content-Encoding the bytes do not decode with (Stripe never compresses)
+        raise RejectedError("unreadable_body", "the body could not be read as sent (bad encoding)") from None
 
 
 def _parse_event(body: bytes) -> dict[str, Any]:

@@ -48,7 +48,7 @@ async def commit_change(pool: asyncpg.Pool, cid: str, features: set[str], user: 
         grants={f: Grant(f, FAR, "sub_1") for f in features}, user_id=user, user_id_source="customer_metadata",
         next_check=None,
     )
-    return await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0, past_due_since_wall={},
+    return await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0, past_due_since={},
                              events=[], reason="test")
 
 

@@ -178,9 +178,11 @@ async def resync_all(ctx: Context, *, restart: bool, wait_s: float = 3600 * 6) -
         "SELECT customer_id FROM resync_items WHERE done_at IS NULL ORDER BY customer_id")]
     for chunk_start in range(0, len(todo), 500):
         chunk = todo[chunk_start:chunk_start + 500]
+        # Before queueing: a sync may run and commit before this loop ends, and one that
+        # finished before `enqueued_at` would never count as done.
+        await ctx.pool.execute("UPDATE resync_items SET enqueued_at = now() WHERE customer_id = ANY($1::text[])", chunk)
         for cid in chunk:
             await ctx.coordinator.accept(cid, reason="resync", delay_ms=0)
-        await ctx.pool.execute("UPDATE resync_items SET enqueued_at = now() WHERE customer_id = ANY($1::text[])", chunk)
     progress = Progress(total, "resync")
     deadline = time.monotonic() + wait_s
     while True:

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
+import time
 from typing import Any
 
+import asyncpg
 import orjson
 import structlog
 from arq import cron
@@ -19,6 +22,10 @@ from arq.cron import CronJob
 from arq.worker import Worker, func
 from prometheus_client import start_http_server
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import db
 from shared.coordination import SYNC_FUNCTION, Coordinator
@@ -40,6 +47,21 @@ log = structlog.get_logger(__name__)
 # what actually guards a customer, see shared/coordination.py.
 JOB_TIMEOUT_S = 120
 SWEEP_TIMEOUT_S = 6 * 3600
+# arq's poll loop does not catch Redis errors: without retries, one Redis restart ends every
+# worker process at once. Its connection retries each command instead, for about a minute
+# (backoff 0.05 s doubling to 2 s), which outlasts a restart or a fail-over.
+ARQ_REDIS_RETRIES = 35
+# How long a starting worker waits for Postgres (a restart, a fail-over) before giving up.
+STARTUP_DB_WAIT_S = 60.0
+
+
+def arq_redis_settings(redis_url: str) -> RedisSettings:
+    """arq's connection settings: the URL, plus retries that survive a Redis restart."""
+    return dataclasses.replace(
+        RedisSettings.from_dsn(redis_url),
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), ARQ_REDIS_RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionError, OSError],
+    )
 
 
 def cron_fields(interval_s: float, name: str) -> dict[str, Any]:
@@ -88,10 +110,25 @@ async def sweep_cron(ctx: dict[str, Any]) -> str:
     return f"sweep: {result}"
 
 
+async def open_pool(settings: Settings, wait_s: float = STARTUP_DB_WAIT_S) -> asyncpg.Pool:
+    """The worker's pool; waits while Postgres is (re)starting, as arq waits for Redis, rather
+    than exiting and leaving the restart to a process manager."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await db.create_pool(settings.database_url, min_size=1,
+                                        max_size=max(4, settings.worker_concurrency))
+        except (OSError, asyncpg.CannotConnectNowError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("worker.waiting_for_postgres", error=type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
     keys: Keys = ctx["keys"]
-    pool = await db.create_pool(settings.database_url, min_size=1, max_size=max(4, settings.worker_concurrency))
+    pool = await open_pool(settings)
     async with pool.acquire() as conn:
         await db.migrate(conn)
     redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
@@ -150,10 +187,10 @@ def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = 
         cron(sweep_cron, name="reconcile_sweep", unique=True, keep_result=0, timeout=SWEEP_TIMEOUT_S,
              **cron_fields(settings.reconcile_sweep_every, "RECONCILE_SWEEP_EVERY")),
     ]
-    return Worker(
+    worker = Worker(
         functions=[func(sync_unit, name=SYNC_FUNCTION, keep_result=0, timeout=JOB_TIMEOUT_S, max_tries=1000)],
         cron_jobs=crons,
-        redis_settings=RedisSettings.from_dsn(settings.redis_url),
+        redis_settings=arq_redis_settings(settings.redis_url),
         queue_name=keys.queue,
         keep_result=0,
         max_jobs=settings.worker_concurrency,
@@ -171,3 +208,19 @@ def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = 
         ctx={"settings": settings, "keys": keys, "worker_name": name},
         job_completion_wait=10,
     )
+    worker.in_progress_timeout_s = in_progress_timeout_s(settings)
+    return worker
+
+
+def in_progress_timeout_s(settings: Settings) -> float:
+    """How long arq keeps a picked job marked in progress (its key is never refreshed).
+
+    arq takes the longest timeout of all functions, here the sweep's 6 h, for every job. A job
+    whose worker was killed then stays at the head of the queue for 6 h, and arq reads only the
+    100 oldest due jobs on each poll: a hundred such jobs stop the deployment. A job killed
+    before its run began is worse: it stays the customer's pending job, so every new event
+    coalesces into it and the customer is not synced for 6 h. The coordination never relied on
+    this key (a job may run twice; a second run of a live one finds its unit busy, a second
+    sweep finds its slot claimed), so keep it about as long as a lease: dead jobs run again soon.
+    """
+    return settings.sync_lease + 10

@@ -37,7 +37,7 @@ class Prior:
     user_id: str | None
     user_id_source: str | None
     features: frozenset[str]
-    # subscription id -> past_due_since (Unix seconds, wall clock) we recorded
+    # subscription id -> when it became past_due (Unix seconds, the customer's clock) as we recorded it
     past_due_since: Mapping[str, float]
 
 
@@ -99,7 +99,7 @@ async def write(
     facts: CustomerFacts,
     access: Access,
     offset_s: float,
-    past_due_since_wall: Mapping[str, float],
+    past_due_since: Mapping[str, float],
     events: Sequence[Mapping[str, Any]],
     reason: str,
 ) -> Written:
@@ -144,7 +144,7 @@ async def write(
                 customer is None or customer.deleted,
                 customer.test_clock if customer else None,
             )
-        await _write_subscriptions(conn, cid, facts.subscriptions, offset_s, past_due_since_wall)
+        await _write_subscriptions(conn, cid, facts.subscriptions, offset_s, past_due_since)
         rows = {(g.feature, ts(g.valid_until + offset_s), g.subscription_id) for g in access.grants.values()}
         if rows != held:
             await conn.execute("DELETE FROM entitlements WHERE customer_id = $1", cid)
@@ -193,7 +193,7 @@ async def _write_subscriptions(
     cid: str,
     subs: Iterable[Subscription],
     offset_s: float,
-    past_due_since_wall: Mapping[str, float],
+    past_due_since: Mapping[str, float],
 ) -> None:
     subs = list(subs)
     await conn.execute(
@@ -227,7 +227,7 @@ async def _write_subscriptions(
                 s.cancel_at_period_end,
                 s.collection_paused,
                 ts(s.period_end),
-                ts(past_due_since_wall.get(s.id)),
+                ts(past_due_since.get(s.id)),
                 s.test_clock,
             )
             for s in subs

@@ -6,11 +6,12 @@ page) and returns plain dicts or parsed models; parsing stays in `shared/models.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, cast
 
 import stripe
-from stripe.params import CustomerListParams, EventListParams, SubscriptionListParams
+from stripe.params import EventListParams
 
 from shared.models import CustomerFacts, parse_customer, parse_subscription
 
@@ -109,24 +110,43 @@ class StripeReader:
         async for product in page.auto_paging_iter():
             yield product.to_dict()
 
+    async def _list_raw(self, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Every object of a list endpoint, page after page, as the plain dicts Stripe sent.
+
+        For the sweep's lists of every subscription and every customer: `raw_request_async`
+        goes through the same transport, rate limit and retries, and raises the same errors,
+        but skips building an SDK object for each of 10,000 objects only to turn it back into a
+        dict, which was most of the sweep's CPU (docs/benchmarks.md, "Reconciliation sweep")."""
+        after: str | None = None
+        while True:
+            page_params = {**params, "limit": PAGE}
+            if after is not None:
+                page_params["starting_after"] = after
+            response = await self.client.raw_request_async("get", path, **page_params)
+            page = response.data
+            objects = page.get("data") or []
+            for obj in objects:
+                yield obj
+            if not page.get("has_more") or not objects:
+                return
+            after = str(objects[-1]["id"])
+
     async def all_subscriptions(self, test_clock: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every subscription of the account, any status (the sweep). Stripe leaves out those on
         test clocks unless asked for one clock at a time."""
-        params: dict[str, Any] = {"status": "all", "limit": PAGE}
+        params: dict[str, Any] = {"status": "all"}
         if test_clock is not None:
             params["test_clock"] = test_clock
-        page = await self.client.v1.subscriptions.list_async(cast(SubscriptionListParams, params))
-        async for sub in page.auto_paging_iter():
-            yield sub.to_dict()
+        async for sub in self._list_raw("/v1/subscriptions", params):
+            yield sub
 
     async def all_customers(self, test_clock: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every customer (those on a test clock only when asked for that clock, as Stripe does)."""
-        params: dict[str, Any] = {"limit": PAGE}
+        params: dict[str, Any] = {}
         if test_clock is not None:
             params["test_clock"] = test_clock
-        page = await self.client.v1.customers.list_async(cast(CustomerListParams, params))
-        async for customer in page.auto_paging_iter():
-            yield customer.to_dict()
+        async for customer in self._list_raw("/v1/customers", params):
+            yield customer
 
     async def events_since(self, created_gte: int, types: Sequence[str]) -> list[dict[str, Any]]:
         """Events created at or after `created_gte`, oldest first (Stripe lists newest first)."""
@@ -158,8 +178,15 @@ class StripeReader:
         if customer is not None and customer.test_clock and clock_now is None:
             clock_now = await self.clock_time(customer.test_clock)
         exists = customer is not None and not customer.deleted
-        checkout_user = await self.checkout_user_id(customer_id) if with_checkout and exists else None
-        stripe_features = await self.active_entitlements(customer_id) if exists else frozenset()
+        checkout_user: str | None = None
+        stripe_features: frozenset[str] = frozenset()
+        if exists and with_checkout:
+            # Independent reads, side by side: the sync waits for one round trip, not two.
+            checkout_user, stripe_features = await asyncio.gather(
+                self.checkout_user_id(customer_id), self.active_entitlements(customer_id)
+            )
+        elif exists:
+            stripe_features = await self.active_entitlements(customer_id)
         return CustomerFacts(
             customer_id=customer_id,
             customer=customer,

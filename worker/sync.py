@@ -151,26 +151,28 @@ async def _resolve(deps: Deps, run: Run) -> None:
 
 
 def _effective_past_due(
-    subs: tuple[Subscription, ...], prior: store.Prior, clock_now: int, offset_s: float
+    subs: tuple[Subscription, ...], prior: store.Prior, clock_now: int
 ) -> tuple[tuple[Subscription, ...], dict[str, float]]:
-    """Fill `past_due_since` where Stripe showed none: our first sighting, else now.
+    """When each past_due subscription became past_due (SPEC section 5), in the customer's clock.
 
-    Returns the subscriptions for the policy (customer clock) and the wall-clock values to store.
+    Stripe shows when the latest invoice was finalized. A subscription that stays past_due
+    across a renewal gets a new latest invoice, and taking its time would grant another
+    PAST_DUE_GRACE every period. So: the earliest of Stripe's time and the one we recorded while
+    the subscription stayed past_due (the record goes once a sync sees another status); our
+    first sighting when Stripe shows none. Returns the subscriptions for the policy and the
+    times to record (customer clock, like the subscription's other times).
     """
     filled: list[Subscription] = []
-    wall: dict[str, float] = {}
+    recorded: dict[str, float] = {}
     for sub in subs:
         if sub.status != "past_due":
             filled.append(sub)
             continue
-        since = sub.past_due_since
-        if since is None:
-            seen = prior.past_due_since.get(sub.id)
-            since = int(seen - offset_s) if seen is not None else clock_now
-            sub = replace(sub, past_due_since=since)
-        wall[sub.id] = since + offset_s
+        known = [t for t in (sub.past_due_since, prior.past_due_since.get(sub.id)) if t is not None]
+        sub = replace(sub, past_due_since=int(min(known)) if known else clock_now)
+        recorded[sub.id] = float(sub.past_due_since or clock_now)
         filled.append(sub)
-    return tuple(filled), wall
+    return tuple(filled), recorded
 
 
 async def sync_customer(deps: Deps, run: Run) -> None:
@@ -193,7 +195,7 @@ async def sync_customer(deps: Deps, run: Run) -> None:
     # Times on a test clock are judged at its frozen_time; what we store is shifted to the wall
     # clock, so the view and the re-check keep the remaining time the clock shows.
     offset = wall_now - clock_now if facts.clock_now is not None else 0.0
-    subs, past_due_wall = _effective_past_due(facts.subscriptions, prior, clock_now, offset)
+    subs, past_due_since = _effective_past_due(facts.subscriptions, prior, clock_now)
     facts = replace(facts, subscriptions=subs)
 
     product_ids = {p for s in subs for p in s.product_ids}
@@ -216,7 +218,7 @@ async def sync_customer(deps: Deps, run: Run) -> None:
         facts=facts,
         access=access,
         offset_s=offset,
-        past_due_since_wall=past_due_wall,
+        past_due_since=past_due_since,
         events=run.events,
         reason=reason,
     )
@@ -256,9 +258,15 @@ async def _compare_with_stripe(
     # Products of subscriptions that grant now, whether or not we know features for them yet.
     granting = {p for s in facts.subscriptions if grants_at(s, now, deps.policy) for p in s.product_ids}
     candidates = granting if stripe_said_changed else await _stale_products(deps, granting)
-    if candidates and await catalog.refresh(deps.pool, deps.reader, candidates):
+    changed = await catalog.refresh(deps.pool, deps.reader, candidates) if candidates else set()
+    if changed:
         features_of = await catalog.features_of(deps.pool, deps.reader, features_of.keys())
         access = decide(facts, features_of, now, deps.policy)
+        # The product's other subscribers follow now, as after a catalog event: their own
+        # summary events may be lost, and nothing else would tell them.
+        for cid in await catalog.customers_with_products(deps.pool, changed):
+            if cid != facts.customer_id:
+                await deps.coordinator.accept(cid, reason="catalog")
     more = facts.stripe_features - access.features
     less = access.features - facts.stripe_features
     if more:

@@ -1,33 +1,30 @@
--- Generic cell rate algorithm over two buckets at once: the deployment's overall Stripe budget
--- and the budget of one endpoint. A request goes only when both allow it; nothing is reserved
--- while it waits, so a backlog on one endpoint never holds back the others.
+-- Generic cell rate algorithm over two buckets at once, the deployment's overall Stripe budget
+-- and the budget of one endpoint, with reservations: a request takes the next free slot of
+-- both buckets now and sleeps until it, instead of polling. Slots follow one another exactly
+-- one interval apart, so a backlog uses the whole budget (a poller that wakes late loses the
+-- slot's head start), first come first served, with one round trip per request.
+-- A slot is reserved only when the overall budget is the constraint. When the endpoint's own
+-- budget is (its next slot is later than the overall one), nothing is reserved: an overall
+-- slot held for a busy endpoint would hold back every other endpoint. The caller asks again
+-- when the endpoint frees up.
 -- The clock is Redis' own TIME: every worker on every host shares it.
 -- KEYS: 1 overall bucket, 2 endpoint bucket
--- ARGV: 1 overall interval us, 2 overall burst tolerance us, 3 endpoint interval us,
---       4 endpoint burst tolerance us
+-- ARGV: 1 overall interval us, 2 endpoint interval us, 3 longest wait the caller accepts us
 -- (Numbers are written with %d: Lua would print a microsecond clock in exponent form.)
--- Returns 0 when the request may go now, else how many microseconds to wait before asking again.
+-- Returns {wait us, reserved}: reserved = 1: the request owns the slot `wait` from now and goes
+-- then without asking again; 0: nothing was taken, ask again after `wait` (or give up).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local wait = 0
-local tats = {}
-for i = 1, 2 do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local tolerance = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then
-    tat = now
-  end
-  local over = tat - tolerance - now
-  if over > wait then
-    wait = over
-  end
-  tats[i] = tat + interval
+local tat_all = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), now)
+local tat_endpoint = math.max(tonumber(redis.call('GET', KEYS[2]) or '0'), now)
+if tat_endpoint > tat_all then
+  return {tat_endpoint - now, 0}
 end
-if wait > 0 then
-  return wait
+if tat_all - now > tonumber(ARGV[3]) then
+  return {tat_all - now, 0}
 end
-for i = 1, 2 do
-  redis.call('SET', KEYS[i], string.format('%d', tats[i]), 'PX', string.format('%d', math.floor((tats[i] - now) / 1000) + 1000))
-end
-return 0
+local next_all = tat_all + tonumber(ARGV[1])
+local next_endpoint = tat_all + tonumber(ARGV[2])
+redis.call('SET', KEYS[1], string.format('%d', next_all), 'PX', string.format('%d', math.floor((next_all - now) / 1000) + 1000))
+redis.call('SET', KEYS[2], string.format('%d', next_endpoint), 'PX', string.format('%d', math.floor((next_endpoint - now) / 1000) + 1000))
+return {tat_all - now, 1}

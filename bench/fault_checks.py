@@ -1,0 +1,146 @@
+"""What the fault run checks at the end: the view against the truth, and the stream.
+
+- `compare`: every customer's `active_entitlements` features (and its `user_id`) against the
+  oracle's truth (bench/fault_truth.py).
+- `check_stream`: every change was published: for each customer, the versions found in the
+  `access-changed` stream are exactly 1..n (n = its `customer_sync.version`), duplicates
+  allowed (delivery is at least once) but never two different messages with one version, and
+  the message of version n lists the features the service last decided.
+- `settle`: until nothing is queued, running or waiting in the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import asyncpg
+import redis.asyncio
+
+from bench.fault_truth import Oracle
+from shared.keys import Keys
+from shared.messages import AccessChanged
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    customer_id: str
+    view: tuple[str, ...]
+    truth: tuple[str, ...]
+    user_view: str | None
+    user_truth: str | None
+
+    def __str__(self) -> str:
+        text = f"{self.customer_id}: view {list(self.view)} truth {list(self.truth)}"
+        if self.user_view != self.user_truth:
+            text += f" user {self.user_view!r} vs {self.user_truth!r}"
+        return text
+
+
+async def view_features(pool: asyncpg.Pool, timeout_s: float | None = None) -> dict[str, set[str]]:
+    rows = await pool.fetch("SELECT customer_id, feature FROM active_entitlements", timeout=timeout_s)
+    out: dict[str, set[str]] = defaultdict(set)
+    for r in rows:
+        out[r["customer_id"]].add(r["feature"])
+    return out
+
+
+async def compare(pool: asyncpg.Pool, oracle: Oracle, customers: list[str]) -> list[Mismatch]:
+    """Customers whose view or user id differs from the truth now."""
+    truth = oracle.judge(customers)
+    view = await view_features(pool)
+    users = {r["customer_id"]: r["user_id"] for r in await pool.fetch("SELECT customer_id, user_id FROM customers")}
+    found = []
+    for cid in customers:
+        judged = truth[cid]
+        if judged is None:
+            raise RuntimeError(f"{cid}'s test clock is still advancing at the end of the run")
+        held = view.get(cid, set())
+        user = users.get(cid)
+        if held != judged.features or not judged.user_ok(user):
+            found.append(Mismatch(cid, tuple(sorted(held)), tuple(sorted(judged.features)), user,
+                                  judged.access.user_id))
+    return found
+
+
+@dataclass
+class StreamCheck:
+    entries: int = 0
+    customers: int = 0
+    # entries that repeat a (customer, version) already in the stream, with the same message id
+    duplicates: int = 0
+    # entries whose version is lower than one already published for that customer (allowed:
+    # consumers ignore versions at or below the last they applied)
+    out_of_order: int = 0
+    unpublished: int = 0
+    gaps: list[str] = field(default_factory=list)
+    conflicting: list[str] = field(default_factory=list)
+    last_differs: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.gaps or self.conflicting or self.last_differs or self.unpublished)
+
+
+async def check_stream(r: redis.asyncio.Redis, pool: asyncpg.Pool, keys: Keys) -> StreamCheck:
+    result = StreamCheck()
+    by_customer: dict[str, dict[int, AccessChanged]] = defaultdict(dict)
+    highest: dict[str, int] = {}
+    last_id = "-"
+    while True:
+        batch = await r.xrange(keys.stream, min=last_id, count=5000)
+        if last_id != "-":
+            batch = batch[1:]
+        if not batch:
+            break
+        for _entry_id, fields in batch:
+            message = AccessChanged.from_json(fields[b"data"])
+            result.entries += 1
+            seen = by_customer[message.customer_id].get(message.version)
+            if seen is not None:
+                if seen.id == message.id:
+                    result.duplicates += 1
+                else:
+                    result.conflicting.append(f"{message.customer_id} v{message.version}")
+            else:
+                by_customer[message.customer_id][message.version] = message
+            if message.version < highest.get(message.customer_id, 0):
+                result.out_of_order += 1
+            highest[message.customer_id] = max(highest.get(message.customer_id, 0), message.version)
+        last_id = batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else str(batch[-1][0])
+    result.customers = len(by_customer)
+    versions = {r["customer_id"]: r["version"] for r in await pool.fetch("SELECT customer_id, version FROM customer_sync")}
+    stored: dict[str, set[str]] = defaultdict(set)
+    for row in await pool.fetch("SELECT customer_id, feature FROM entitlements"):
+        stored[row["customer_id"]].add(row["feature"])
+    for cid in sorted(set(versions) | set(by_customer)):
+        n = versions.get(cid, 0)
+        published = by_customer.get(cid, {})
+        if set(published) != set(range(1, n + 1)):
+            result.gaps.append(f"{cid}: versions {sorted(published)} for {n} changes")
+            continue
+        if n and set(published[n].features) != stored.get(cid, set()):
+            result.last_differs.append(f"{cid}: v{n} {sorted(published[n].features)} vs {sorted(stored.get(cid, set()))}")
+    result.unpublished = int(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
+    return result
+
+
+async def settle(r: redis.asyncio.Redis, pool: asyncpg.Pool, keys: Keys, timeout_s: float) -> None:
+    """Until no job is queued, no run holds a lease and the outbox is empty, three checks in a row."""
+    deadline = time.monotonic() + timeout_s
+    quiet = 0
+    while quiet < 3:
+        if time.monotonic() > deadline:
+            queued = await r.zcard(keys.queue)
+            running = await r.zcard(keys.leases)
+            raise TimeoutError(f"not quiet after {timeout_s:.0f}s: {queued} queued, {running} running")
+        try:
+            queued = await r.zcard(keys.queue)
+            running = await r.zcard(keys.leases)
+            unpublished = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            quiet = quiet + 1 if queued == 0 and running == 0 and unpublished == 0 else 0
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, redis.exceptions.RedisError):
+            quiet = 0
+        await asyncio.sleep(0.5)

@@ -1,0 +1,45 @@
+"""The worker and sweep benchmarks (bench/workers.py, bench/sweep.py) run end to end in their
+smallest form: the commands work and what they count is consistent. Nothing here is timed:
+these assert on correctness only, never on speed (the figures live in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+from bench import sweep, workers
+
+
+async def test_workers_benchmark_smoke() -> None:
+    """Ten checkout bursts drained by one worker under the fake's 25/s limit, then three
+    purchases at low load: every customer gets its feature, its user and exactly one message;
+    one sync per burst; the fake's request count matches what the workers say they read."""
+    [result] = await workers.run_benchmark(workers.SMOKE)
+    customers = workers.SMOKE.customers
+    assert result.customers == customers
+    assert result.granted == customers + workers.SMOKE.latency_samples
+    assert result.messages == result.granted  # one access-changed per purchase, not two or ten
+    assert customers <= result.syncs <= 2 * customers
+    # Each first sync reads subscriptions, the Checkout Session (the user) and Stripe's own
+    # entitlements: three requests, plus a 429 retried now and then.
+    assert result.requests - result.rejected == 3 * result.syncs
+    assert len(result.latencies_s) == workers.SMOKE.latency_samples
+    assert all(latency > 0 for latency in result.latencies_s)
+    assert result.bound_s > 0
+    assert "| 1 | 10 |" in workers.report([result], workers.SMOKE)
+
+
+async def test_sweep_benchmark_smoke() -> None:
+    """A sweep of 30 customers on an empty database queues all 30; after they are synced, a
+    second sweep finds nothing to do. Both list every customer and subscription once."""
+    results, facts = await sweep.run_benchmark(sweep.SMOKE)
+    cold, warm = results
+    n = sweep.SMOKE.customers
+    assert (cold.case, warm.case) == ("cold", "warm")
+    assert cold.queued == n
+    assert facts["synced"] == n
+    assert warm.queued == 0
+    for r in results:
+        assert r.subscriptions == n
+        assert r.listed_customers == n
+        assert r.pages.get("GET /v1/subscriptions") == 1
+        assert r.pages.get("GET /v1/customers") == 1
+        assert r.rejected == 0
+    assert "| cold | 30 |" in sweep.report(results, facts)
