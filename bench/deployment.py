@@ -228,14 +228,7 @@ class Deployment:
 
     def stop_workers(self) -> None:
         for proc in self.workers:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.workers:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
         self.workers = []
 
     async def _stop(self) -> None:

@@ -97,12 +97,16 @@ def _customer_unit(event_type: str, obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def route_snapshot(event: Mapping[str, Any]) -> Route:
-    """Route a snapshot event (`object: "event"`, with `data.object`)."""
+def _type_and_kind(event: Mapping[str, Any]) -> tuple[str, Literal["customer", "catalog", "ignored"]]:
     event_type = event.get("type")
     if not isinstance(event_type, str):
         raise BadEventError("event has no type")
-    kind = wants_work(event_type)
+    return event_type, wants_work(event_type)
+
+
+def route_snapshot(event: Mapping[str, Any]) -> Route:
+    """Route a snapshot event (`object: "event"`, with `data.object`)."""
+    event_type, kind = _type_and_kind(event)
     if kind == "ignored":
         return Route("ignored")
     data = event.get("data")
@@ -125,10 +129,7 @@ def route_snapshot(event: Mapping[str, Any]) -> Route:
 
 def route_thin(event: Mapping[str, Any]) -> Route:
     """Route a thin event (`object: "v2.core.event"`, with `related_object`)."""
-    event_type = event.get("type")
-    if not isinstance(event_type, str):
-        raise BadEventError("event has no type")
-    kind = wants_work(event_type)
+    _, kind = _type_and_kind(event)
     if kind == "ignored":
         return Route("ignored")
     related = event.get("related_object")

@@ -187,7 +187,7 @@ async def test_scenario_9_outage_recovered_by_the_events_poller(stack_factory: A
     env = {"RECONCILE_EVENTS_EVERY": "5s", "RECONCILE_SWEEP_EVERY": "1d"}
     async with stack_factory(workers=2, worker_env=env) as stack:
         expected = await _outage(stack, 50)
-        await _assert_matches(stack, expected, timeout_s=60)
+        await _assert_matches(stack, expected, timeout_s=120)
         sources = {r["source"] for r in await stack.pool.fetch("SELECT DISTINCT source FROM event_ledger")}
         assert "events_api" in sources
 
@@ -198,7 +198,7 @@ async def test_scenario_9_outage_recovered_by_the_sweep(stack_factory: Any) -> N
     env = {"RECONCILE_EVENTS_EVERY": "1d", "RECONCILE_SWEEP_EVERY": "10s"}
     async with stack_factory(workers=2, worker_env=env) as stack:
         expected = await _outage(stack, 50)
-        await _assert_matches(stack, expected, timeout_s=60)
+        await _assert_matches(stack, expected, timeout_s=120)
         reasons = Counter(m.reason for m in await stack.messages())
         assert reasons["reconcile"] > 0
 

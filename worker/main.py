@@ -88,13 +88,20 @@ async def sync_unit(ctx: dict[str, Any], unit: str) -> str:
     return await run_unit(ctx["deps"], unit, ctx["job_id"])
 
 
+async def _claimed(ctx: dict[str, Any], name: str, every_s: float) -> bool:
+    """True in the one worker that runs this slot of cron job `name`."""
+    slot = cron_slot(ctx)
+    if not await reconcile.claim(ctx["deps"], name, slot, int(every_s)):
+        return False
+    log.info("cron.ran", cron=f"reconcile_{name}", slot=slot)
+    return True
+
+
 async def events_cron(ctx: dict[str, Any]) -> str:
     """Every RECONCILE_EVENTS_EVERY: poll the Events API (as a unit: one poll at a time)."""
     deps: Deps = ctx["deps"]
-    slot = cron_slot(ctx)
-    if not await reconcile.claim(deps, "events", slot, int(deps.settings.reconcile_events_every)):
+    if not await _claimed(ctx, "events", deps.settings.reconcile_events_every):
         return "claimed by another worker"
-    log.info("cron.ran", cron="reconcile_events", slot=slot)
     await deps.coordinator.accept(EVENTS_POLL_UNIT, reason="reconcile", delay_ms=0)
     return "queued"
 
@@ -102,12 +109,9 @@ async def events_cron(ctx: dict[str, Any]) -> str:
 async def sweep_cron(ctx: dict[str, Any]) -> str:
     """Every RECONCILE_SWEEP_EVERY: the full sweep."""
     deps: Deps = ctx["deps"]
-    slot = cron_slot(ctx)
-    if not await reconcile.claim(deps, "sweep", slot, int(deps.settings.reconcile_sweep_every)):
+    if not await _claimed(ctx, "sweep", deps.settings.reconcile_sweep_every):
         return "claimed by another worker"
-    log.info("cron.ran", cron="reconcile_sweep", slot=slot)
-    result = await reconcile.sweep(deps)
-    return f"sweep: {result}"
+    return f"sweep: {await reconcile.sweep(deps)}"
 
 
 async def open_pool(settings: Settings, wait_s: float = STARTUP_DB_WAIT_S) -> asyncpg.Pool:

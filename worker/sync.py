@@ -21,7 +21,7 @@ from shared.events import CHECKOUT_UNIT_PREFIX, EVENTS_POLL_UNIT, SUBSCRIPTION_U
 from shared.keys import CATALOG
 from shared.models import CustomerFacts, Subscription, ref_id
 from shared.policy import Access, decide, grants_at
-from worker import catalog, store
+from worker import catalog, reconcile, store
 from worker.context import Deps
 
 log = structlog.get_logger(__name__)
@@ -118,14 +118,10 @@ async def _dispatch(deps: Deps, kind: str, run: Run) -> None:
     if kind == "customer":
         await sync_customer(deps, run)
     elif kind == "catalog":
-        from worker.reconcile import refresh_catalog  # local: reconcile imports this module
-
-        await refresh_catalog(deps)
+        await reconcile.refresh_catalog(deps)
         SYNCS.labels(kind, "ok").inc()
     elif kind == "events":
-        from worker.reconcile import poll_events
-
-        await poll_events(deps)
+        await reconcile.poll_events(deps)
         SYNCS.labels(kind, "ok").inc()
     else:
         await _resolve(deps, run)
