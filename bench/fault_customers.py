@@ -24,9 +24,9 @@ from typing import Any, cast
 
 import stripe
 from stripe.params import CustomerCreateParams, SubscriptionCreateParams, SubscriptionUpdateParams
-from stripe.params.checkout import SessionCreateParams
 
 from shared.fakestripe import FakeStripe, FakeStripeControl
+from shared.fakestripe.buyer import buy
 
 DAY = 86_400
 HOUR = 3_600
@@ -178,21 +178,8 @@ class Script:
 
     async def checkout(self, price: str, *, card: str | None, trial_days: int | None = None,
                        trial_end: int | None = None, missing: str | None = None) -> str:
-        params: dict[str, Any] = {"mode": "subscription", "line_items": [{"price": price, "quantity": 1}],
-                                  "client_reference_id": self.user, "success_url": "https://example.com/ok"}
-        data: dict[str, Any] = {}
-        if trial_days is not None:
-            data["trial_period_days"] = trial_days
-        if trial_end is not None:
-            data["trial_end"] = trial_end
-        if missing is not None:
-            data["trial_settings"] = {"end_behavior": {"missing_payment_method": missing}}
-        if data:
-            params["subscription_data"] = data
-        if card is None:
-            params["payment_method_collection"] = "if_required"
-        session = await self.client.v1.checkout.sessions.create_async(cast(SessionCreateParams, params))
-        done = await self.d.ctl.complete_checkout(session.id, payment_method=card, test_clock=self.c.clock)
+        done = await buy(self.client, self.d.ctl, price, user=self.user, card=card, clock=self.c.clock,
+                         trial_days=trial_days, trial_end=trial_end, missing_payment_method=missing)
         self.c.id = str(done["customer"])
         self.c.subs.append(str(done["subscription"]))
         self.act("checkout_completed")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import cast
 
 import asyncpg
 import stripe
 from stripe.params import CustomerCreateParams, SubscriptionCreateParams
-from stripe.params.checkout import SessionCreateParams
 
 from shared.fakestripe import FakeStripeControl
+from shared.fakestripe.buyer import buy
 
 DAY = 86_400
 HOUR = 3600
@@ -85,16 +85,8 @@ class Demo:
 
     async def checkout(self, price: str, user: str, clock: str, *, card: str | None, trial_days: int | None = None,
                        behavior: str | None = None) -> str:
-        params: dict[str, Any] = {"mode": "subscription", "line_items": [{"price": price, "quantity": 1}],
-                                  "client_reference_id": user, "success_url": "https://example.com/ok"}
-        if trial_days:
-            params["subscription_data"] = {"trial_period_days": trial_days}
-            if behavior:
-                params["subscription_data"]["trial_settings"] = {"end_behavior": {"missing_payment_method": behavior}}
-        if card is None:
-            params["payment_method_collection"] = "if_required"
-        session = await self.stripe.v1.checkout.sessions.create_async(cast(SessionCreateParams, params))
-        done = await self.control.complete_checkout(session.id, payment_method=card, test_clock=clock)
+        done = await buy(self.stripe, self.control, price, user=user, card=card, clock=clock, trial_days=trial_days,
+                         missing_payment_method=behavior)
         await self.control.wait_idle(timeout_s=30)
         return str(done["customer"])
 

@@ -28,12 +28,12 @@ import redis.asyncio
 import stripe
 from aiohttp import web
 from stripe.params import CustomerCreateParams, SubscriptionCreateParams
-from stripe.params.checkout import SessionCreateParams
 
 from ingest.app import create_app
 from shared import db
 from shared.fakestripe import EndpointFaults, FakeStripe, FakeStripeControl
 from shared.fakestripe import Settings as FakeSettings
+from shared.fakestripe.buyer import buy
 from shared.keys import Keys
 from shared.messages import AccessChanged
 from shared.settings import Settings
@@ -214,26 +214,8 @@ class Stack:
                        trial_days: int | None = None, missing_payment_method: str | None = None,
                        payment_link: str | None = None) -> dict[str, Any]:
         """A Checkout Session completed by the buyer; returns the completed session."""
-        params: dict[str, Any] = {
-            "mode": "subscription",
-            "line_items": [{"price": price, "quantity": 1}],
-            "client_reference_id": user,
-            "success_url": "https://example.com/ok",
-        }
-        subscription_data: dict[str, Any] = {}
-        if trial_days is not None:
-            subscription_data["trial_period_days"] = trial_days
-        if missing_payment_method is not None:
-            subscription_data["trial_settings"] = {"end_behavior": {"missing_payment_method": missing_payment_method}}
-        if subscription_data:
-            params["subscription_data"] = subscription_data
-        if card is None:
-            params["payment_method_collection"] = "if_required"
-        if payment_link is not None:
-            params["payment_link"] = payment_link
-        session = await self.stripe.v1.checkout.sessions.create_async(cast(SessionCreateParams, params))
-        completed: dict[str, Any] = await self.ctl.complete_checkout(session.id, payment_method=card, test_clock=clock)
-        return completed
+        return await buy(self.stripe, self.ctl, price, user=user, card=card, clock=clock, trial_days=trial_days,
+                         missing_payment_method=missing_payment_method, payment_link=payment_link)
 
     async def set_faults(self, **faults: Any) -> None:
         await self.ctl.set_webhook_faults(self.endpoint_id, **faults)

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import itertools
 import time
 from typing import Any
 
 import orjson
 
+from shared.fakestripe import signature_header
+
 _counter = itertools.count(1)
 
 
 def sign(body: bytes, secrets: list[str], timestamp: int | None = None) -> str:
-    """`Stripe-Signature` with one `v1=` per secret (several during a secret roll)."""
-    t = int(time.time()) if timestamp is None else timestamp
-    signed = f"{t}.".encode() + body
-    parts = [f"v1={hmac.new(s.encode(), signed, hashlib.sha256).hexdigest()}" for s in secrets]
-    return ",".join([f"t={t}", *parts])
+    """`Stripe-Signature` with one `v1=` per secret (several during a secret roll), now by default."""
+    return signature_header(body, secrets, int(time.time()) if timestamp is None else timestamp)
 
 
 def event(event_type: str, obj: dict[str, Any], *, event_id: str | None = None, livemode: bool = False,
