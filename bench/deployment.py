@@ -28,10 +28,10 @@ import redis.asyncio
 import stripe
 
 from bench.common import spawn, stop, wait_http
+from fakestripe import FakeStripeControl
 from shared import db
+from shared.coordination import Keys
 from shared.embedded import RedisServer, free_port
-from shared.fakestripe import FakeStripeControl
-from shared.keys import Keys
 
 ADMIN_URL = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 API_KEY = "sk_test_bench_workers"

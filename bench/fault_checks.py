@@ -20,8 +20,8 @@ import asyncpg
 import redis.asyncio
 
 from bench.fault_truth import Oracle
-from shared.keys import Keys
-from shared.messages import AccessChanged
+from shared.coordination import Keys
+from shared.publishing import AccessChanged
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import stripe
+from fakestripe.buyer import buy
 from stripe.params import CustomerCreateParams, SubscriptionCreateParams, SubscriptionUpdateParams
 
-from shared.fakestripe import FakeStripe, FakeStripeControl
-from shared.fakestripe.buyer import buy
+from fakestripe import FakeStripe, FakeStripeControl
 
 DAY = 86_400
 HOUR = 3_600

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bench.fault_truth import Interval
-from shared.fakestripe import FakeStripe
+from fakestripe import FakeStripe
 
 # An event dated more than this before it happened is out of the poller's reach: its cursor
 # overlap (60 s), one poll interval and a slow poll.

@@ -24,11 +24,20 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from shared.fakestripe import FakeStripe, shapes, shapes_billing
-from shared.fakestripe.store import Store
-from shared.fakestripe.store import Subscription as FakeSubscription
-from shared.models import CustomerFacts, Subscription, parse_customer, parse_subscription
-from shared.policy import Access, PolicyConfig, decide, user_of
+from fakestripe.store import Store
+from fakestripe.store import Subscription as FakeSubscription
+
+from fakestripe import FakeStripe, shapes, shapes_billing
+from shared.access import (
+    Access,
+    CustomerFacts,
+    PolicyConfig,
+    Subscription,
+    decide,
+    parse_customer,
+    parse_subscription,
+    user_of,
+)
 
 
 @dataclass(frozen=True)

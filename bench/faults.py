@@ -55,12 +55,12 @@ from bench.fault_scripts import Driver
 from bench.fault_signals import signals, split
 from bench.fault_stack import PgServer, Processes
 from bench.fault_truth import GrantWatch, Interval, Oracle, longest
+from fakestripe import EndpointFaults, FakeStripe
+from fakestripe import Settings as FakeSettings
 from shared import db
+from shared.access import PolicyConfig
+from shared.coordination import Keys
 from shared.embedded import RedisServer, free_port
-from shared.fakestripe import EndpointFaults, FakeStripe
-from shared.fakestripe import Settings as FakeSettings
-from shared.keys import Keys
-from shared.policy import PolicyConfig
 from shared.settings import parse_duration_s
 
 API_KEY = "sk_test_fault_run"

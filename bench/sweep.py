@@ -32,8 +32,8 @@ import stripe
 
 from bench.common import append_results, load_note
 from bench.deployment import API_KEY, Deployment
-from shared import logging as entitled_logging
-from shared.keys import Keys
+from shared import logs
+from shared.coordination import Keys
 from shared.settings import Settings
 from worker import reconcile
 from worker.main import shutdown, startup
@@ -201,7 +201,7 @@ def report(results: Sequence[SweepResult], facts: dict[str, Any]) -> str:
 
 
 def main(short: bool) -> None:
-    entitled_logging.configure("console", "WARNING")
+    logs.configure("console", "WARNING")
     size = SHORT if short else FULL
     load_before = os.getloadavg()
     results, facts = asyncio.run(run_benchmark(size))

@@ -43,8 +43,8 @@ from redis.asyncio.client import PubSub
 
 from bench.common import append_results, load_note
 from bench.deployment import Deployment
-from shared import logging as entitled_logging
-from shared.messages import AccessChanged
+from shared import logs
+from shared.publishing import AccessChanged
 
 FAKE_RPS = 25.0
 LATENCY_MS = 100
@@ -334,7 +334,7 @@ async def run_benchmark(size: Size) -> list[RoundResult]:
 
 
 def main(short: bool) -> None:
-    entitled_logging.configure("console", "WARNING")
+    logs.configure("console", "WARNING")
     size = SHORT if short else FULL
     load_before = os.getloadavg()
     results = asyncio.run(run_benchmark(size))

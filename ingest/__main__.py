@@ -7,7 +7,7 @@ import sys
 from aiohttp import web
 
 from ingest.app import create_app
-from shared import logging as entitled_logging
+from shared import logs
 from shared.settings import SettingsError, load
 
 # Requests in flight when SIGTERM arrives get this long to finish.
@@ -20,7 +20,7 @@ def main() -> None:
     except SettingsError as exc:
         print(f"entitled ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    entitled_logging.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.log_format, settings.log_level)
     web.run_app(
         create_app(settings),
         host=settings.host,

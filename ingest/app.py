@@ -23,9 +23,7 @@ from redis.asyncio import Redis
 
 from ingest import metrics
 from ingest.verify import RejectedError, verify
-from shared.coordination import Coordinator
-from shared.events import BadEventError, route
-from shared.keys import Keys
+from shared.coordination import BadEventError, Coordinator, Keys, route
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)

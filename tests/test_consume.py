@@ -7,8 +7,8 @@ import sys
 
 import redis.asyncio
 
-from shared.keys import Keys
-from shared.messages import AccessChanged
+from shared.coordination import Keys
+from shared.publishing import AccessChanged
 
 KEYS = Keys()
 

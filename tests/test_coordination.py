@@ -11,8 +11,7 @@ import orjson
 import redis.asyncio
 from arq.jobs import deserialize_job_raw
 
-from shared.coordination import Coordinator
-from shared.keys import Keys
+from shared.coordination import Coordinator, Keys
 from tests.support.aio import aw, hget
 
 KEYS = Keys(prefix="t")

@@ -32,8 +32,8 @@ import orjson
 from aiohttp import ClientSession
 
 from bench.fault_stack import PgServer
+from fakestripe import Settings as FakeSettings
 from shared import db
-from shared.fakestripe import Settings as FakeSettings
 from shared.settings import Settings
 from tests.support.aio import hget
 from tests.support.redis_server import RedisServer

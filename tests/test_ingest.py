@@ -13,7 +13,7 @@ import redis.asyncio
 from aiohttp.test_utils import TestClient, TestServer
 
 from ingest.app import MAX_BODY_BYTES, create_app
-from shared.keys import CATALOG, Keys
+from shared.coordination import CATALOG, Keys
 from shared.settings import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.aio import aw

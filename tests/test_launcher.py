@@ -15,8 +15,8 @@ import asyncpg
 import pytest
 import stripe
 
+from fakestripe import FakeStripe
 from shared.embedded import free_port
-from shared.fakestripe import FakeStripe
 
 CLEAN_ENV = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_", "REDIS_", "STRIPE_", "PORT", "LOG_"))}

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from shared.fakestripe import Settings as FakeSettings
+from fakestripe import Settings as FakeSettings
 from tests.support.stack import DAY, Stack
 
 GRACE = {"RENEWAL_GRACE": "10s", "COALESCE_WINDOW": "0.3"}

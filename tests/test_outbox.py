@@ -18,15 +18,12 @@ import pytest
 import redis.asyncio
 
 from shared import db
-from shared.keys import Keys
-from shared.messages import AccessChanged
-from shared.models import Customer, CustomerFacts
-from shared.policy import Access, Grant
-from shared.subscriber import StreamSubscriber, channel_messages
+from shared.access import Access, Customer, CustomerFacts, Grant
+from shared.coordination import Keys
+from shared.publishing import AccessChanged, Relay, StreamSubscriber, channel_messages
 from tests.support.aio import aw
 from tests.support.redis_server import RedisServer
 from worker import store
-from worker.relay import Relay
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "access-changed.schema.json").read_text())
 KEYS = Keys()

@@ -10,8 +10,19 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.models import Customer, CustomerFacts, Item, Subscription, parse_subscription
-from shared.policy import PolicyConfig, decide, entitlements, grants_at, next_check, user_of
+from shared.access import (
+    Customer,
+    CustomerFacts,
+    Item,
+    PolicyConfig,
+    Subscription,
+    decide,
+    entitlements,
+    grants_at,
+    next_check,
+    parse_subscription,
+    user_of,
+)
 
 NOW = 1_800_000_000
 DAY = 86_400

@@ -8,8 +8,8 @@ import asyncio
 
 import redis.asyncio
 
-from shared.keys import Keys
-from shared.ratelimit import RateLimiter, RateLimitWaitError
+from shared.coordination import Keys
+from shared.stripe_api import RateLimiter, RateLimitWaitError
 
 KEYS = Keys(prefix="rlr")
 

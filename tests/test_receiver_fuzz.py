@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.app import MAX_BODY_BYTES, create_app
-from shared.events import BadEventError, route
+from shared.coordination import BadEventError, route
 from shared.settings import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.aio import aw

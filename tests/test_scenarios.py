@@ -11,8 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from shared.fakestripe import EndpointFaults
-from shared.fakestripe import Settings as FakeSettings
+from fakestripe import EndpointFaults
+from fakestripe import Settings as FakeSettings
 from tests.support.stack import DAY, Stack
 
 # Syncs of one test-clock customer read the clock; these scenarios move it past trial and period ends.

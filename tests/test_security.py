@@ -23,9 +23,9 @@ import structlog
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
 
+from fakestripe import FakeStripe
 from ingest.app import create_app
-from shared.fakestripe import FakeStripe
-from shared.keys import Keys
+from shared.coordination import Keys
 from shared.settings import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.aio import aw

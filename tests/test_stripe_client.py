@@ -11,11 +11,15 @@ import pytest
 import redis.asyncio
 import stripe
 
-from shared.fakestripe import FakeStripe
-from shared.keys import Keys
-from shared.ratelimit import RateLimiter, RateLimitWaitError
-from shared.stripe_client import create_client, endpoint_of
-from worker.stripe_reader import StripeReader
+from fakestripe import FakeStripe
+from shared.coordination import Keys
+from shared.stripe_api import (
+    RateLimiter,
+    RateLimitWaitError,
+    StripeReader,
+    create_client,
+    endpoint_of,
+)
 
 KEYS = Keys(prefix="rl")
 

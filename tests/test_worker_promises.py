@@ -11,7 +11,7 @@ import signal
 from collections import defaultdict
 from typing import Any
 
-from shared.fakestripe import EndpointFaults
+from fakestripe import EndpointFaults
 from tests.support.stack import Stack
 
 

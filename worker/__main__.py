@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from shared import logging as entitled_logging
+from shared import logs
 from shared.settings import SettingsError, load
 from worker.main import build_worker
 
@@ -16,7 +16,7 @@ def main() -> None:
     except SettingsError as exc:
         print(f"entitled worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    entitled_logging.configure(settings.log_format, settings.log_level)
+    logs.configure(settings.log_format, settings.log_level)
     worker.run()
 
 

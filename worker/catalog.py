@@ -16,7 +16,7 @@ from typing import Any
 import asyncpg
 import structlog
 
-from worker.stripe_reader import StripeReader
+from shared.stripe_api import StripeReader
 
 log = structlog.get_logger(__name__)
 

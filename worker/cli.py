@@ -26,12 +26,9 @@ import asyncpg
 from redis.asyncio import Redis
 
 from shared import db
-from shared.coordination import Coordinator
-from shared.keys import Keys
-from shared.ratelimit import RateLimiter
+from shared.coordination import Coordinator, Keys
 from shared.settings import Settings, SettingsError, load
-from shared.stripe_client import create_client
-from worker.stripe_reader import StripeReader
+from shared.stripe_api import RateLimiter, StripeReader, create_client
 
 WAIT_FOR_SYNC_S = 60
 

@@ -9,12 +9,10 @@ import asyncpg
 import stripe
 from redis.asyncio import Redis
 
-from shared.coordination import Coordinator
-from shared.keys import Keys
-from shared.policy import PolicyConfig
+from shared.access import PolicyConfig
+from shared.coordination import Coordinator, Keys
 from shared.settings import Settings
-from shared.stripe_client import LimitedAIOHTTPClient
-from worker.stripe_reader import StripeReader
+from shared.stripe_api import LimitedAIOHTTPClient, StripeReader
 
 
 @dataclass

@@ -14,10 +14,10 @@ from typing import cast
 
 import asyncpg
 import stripe
+from fakestripe.buyer import buy
 from stripe.params import CustomerCreateParams, SubscriptionCreateParams
 
-from shared.fakestripe import FakeStripeControl
-from shared.fakestripe.buyer import buy
+from fakestripe import FakeStripeControl
 
 DAY = 86_400
 HOUR = 3600

@@ -28,11 +28,10 @@ import stripe
 from redis.asyncio import Redis
 
 from shared import db
+from shared.coordination import Keys
 from shared.embedded import EmbeddedError, RedisServer, free_port, start_postgres
-from shared.keys import Keys
-from shared.messages import AccessChanged
+from shared.publishing import AccessChanged, channel_messages
 from shared.settings import Settings, SettingsError, load
-from shared.subscriber import channel_messages
 
 DEMO_KEY = "sk_test_entitled_demo"
 STOP_GRACE_S = 15.0
@@ -186,7 +185,7 @@ class Launcher:
             raise LaunchError("a process of the service exited on its own (see its message above)")
 
     async def _run_demo(self, database_url: str, redis_url: str, port: int, stop: asyncio.Event) -> None:
-        from shared.fakestripe import FakeStripe, FakeStripeControl  # the demo's Stripe only
+        from fakestripe import FakeStripe, FakeStripeControl  # the demo's Stripe only
         from worker.demo import Demo
 
         self.timeline = Timeline(lambda text: print(text, flush=True))

@@ -28,17 +28,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import db
-from shared.coordination import SYNC_FUNCTION, Coordinator
-from shared.events import EVENTS_POLL_UNIT
-from shared.keys import Keys
-from shared.policy import PolicyConfig
-from shared.ratelimit import RateLimiter
+from shared.access import PolicyConfig
+from shared.coordination import EVENTS_POLL_UNIT, SYNC_FUNCTION, Coordinator, Keys
+from shared.publishing import Relay
 from shared.settings import Settings, SettingsError
-from shared.stripe_client import create_client
+from shared.stripe_api import RateLimiter, StripeReader, create_client
 from worker import reconcile, timers
 from worker.context import Deps
-from worker.relay import Relay
-from worker.stripe_reader import StripeReader
 from worker.sync import run_unit
 
 log = structlog.get_logger(__name__)

@@ -22,8 +22,8 @@ from typing import Any
 
 import structlog
 
-from shared.events import route_snapshot
-from shared.models import Subscription, parse_customer, parse_subscription
+from shared.access import Subscription, parse_customer, parse_subscription
+from shared.coordination import route_snapshot
 from worker import catalog
 from worker.context import Deps
 

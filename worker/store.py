@@ -15,11 +15,8 @@ from typing import Any
 
 import asyncpg
 
-from shared.messages import AccessChanged
-from shared.models import CustomerFacts, Subscription
-from shared.policy import Access
-
-OUTBOX_CHANNEL = "entitled_outbox"
+from shared.access import Access, CustomerFacts, Subscription
+from shared.publishing import AccessChanged, outbox
 
 
 class FencedOutError(Exception):
@@ -165,13 +162,7 @@ async def write(
                 livemode=facts.livemode,
                 at=now,
             )
-            await conn.execute(
-                "INSERT INTO outbox (customer_id, version, message) VALUES ($1, $2, $3)",
-                cid,
-                version,
-                message.to_json(),
-            )
-            await conn.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+            await outbox.append(conn, message)
         await conn.execute(
             """
             UPDATE customer_sync SET version = $2, synced_at = now(), next_check_at = $3,

@@ -16,11 +16,14 @@ from dataclasses import replace
 import structlog
 from prometheus_client import Counter, Histogram
 
-from shared.coordination import Run
-from shared.events import CHECKOUT_UNIT_PREFIX, EVENTS_POLL_UNIT, SUBSCRIPTION_UNIT_PREFIX
-from shared.keys import CATALOG
-from shared.models import CustomerFacts, Subscription, ref_id
-from shared.policy import Access, decide, grants_at
+from shared.access import Access, CustomerFacts, Subscription, decide, grants_at, ref_id
+from shared.coordination import (
+    CATALOG,
+    CHECKOUT_UNIT_PREFIX,
+    EVENTS_POLL_UNIT,
+    SUBSCRIPTION_UNIT_PREFIX,
+    Run,
+)
 from worker import catalog, reconcile, store
 from worker.context import Deps
 

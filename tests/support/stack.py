@@ -27,15 +27,15 @@ import orjson
 import redis.asyncio
 import stripe
 from aiohttp import web
+from fakestripe.buyer import buy
 from stripe.params import CustomerCreateParams, SubscriptionCreateParams
 
+from fakestripe import EndpointFaults, FakeStripe, FakeStripeControl
+from fakestripe import Settings as FakeSettings
 from ingest.app import create_app
 from shared import db
-from shared.fakestripe import EndpointFaults, FakeStripe, FakeStripeControl
-from shared.fakestripe import Settings as FakeSettings
-from shared.fakestripe.buyer import buy
-from shared.keys import Keys
-from shared.messages import AccessChanged
+from shared.coordination import Keys
+from shared.publishing import AccessChanged
 from shared.settings import Settings
 from tests.support.redis_server import free_port
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from shared.fakestripe import signature_header
+from fakestripe import signature_header
 
 _counter = itertools.count(1)
 

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator
 
 from redis.asyncio import Redis
 
-from shared.keys import ACCESS_CHANGED
-from shared.messages import AccessChanged
-from shared.subscriber import StreamSubscriber, channel_messages
+from shared.coordination import ACCESS_CHANGED
+from shared.publishing.messages import AccessChanged
+from shared.publishing.subscriber import StreamSubscriber, channel_messages
 
 
 def describe(change: AccessChanged) -> str:

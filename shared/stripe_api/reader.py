@@ -13,7 +13,7 @@ from typing import Any, cast
 import stripe
 from stripe.params import EventListParams
 
-from shared.models import CustomerFacts, parse_customer, parse_subscription
+from shared.access import CustomerFacts, parse_customer, parse_subscription
 
 # One list call brings each subscription with its customer, its clock and its latest invoice
 # (for when it became past_due): no call per subscription.

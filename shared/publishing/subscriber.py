@@ -28,8 +28,8 @@ import redis.exceptions
 import structlog
 from redis.asyncio import Redis
 
-from shared.keys import ACCESS_CHANGED
-from shared.messages import AccessChanged, MessageError
+from shared.coordination import ACCESS_CHANGED
+from shared.publishing.messages import AccessChanged, MessageError
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ _MIGRATION_LOCK = 0x656E7469746C6564  # "entitled"
 
 
 def migration_files() -> list[tuple[str, str]]:
-    folder = resources.files("shared") / "migrations"
+    folder = resources.files("shared.db") / "migrations"
     files = sorted(
         (entry.name, entry.read_text(encoding="utf-8"))
         for entry in folder.iterdir()

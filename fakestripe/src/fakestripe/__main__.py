@@ -1,6 +1,6 @@
 """Run the fake Stripe as a command.
 
-    python -m shared.fakestripe --port 12111 --api-key sk_test_x \
+    python -m fakestripe --port 12111 --api-key sk_test_x \
         --webhook http://127.0.0.1:8080/webhooks/stripe --webhook-secret whsec_test
 
 Prints one JSON line once it accepts requests: `{"base_url", "api_keys", "webhook_endpoints":

@@ -48,8 +48,8 @@ import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from shared.batching import ScriptBatcher
-from shared.keys import CATALOG, DEDUPE_TTL_S, Keys
+from shared.coordination.batching import ScriptBatcher
+from shared.coordination.keys import CATALOG, DEDUPE_TTL_S, Keys
 
 SYNC_FUNCTION = "sync_unit"
 # arq's default: a job that has not started a day after it was due is dropped by arq
@@ -62,7 +62,7 @@ FinishResult = Literal["lost", "done", "again", "retry", "pending"]
 
 
 def _script(name: str) -> str:
-    folder = resources.files("shared") / "lua"
+    folder = resources.files("shared.coordination") / "lua"
     prelude = (folder / "prelude.lua").read_text(encoding="utf-8")
     return prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
 

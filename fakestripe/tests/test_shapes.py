@@ -15,10 +15,9 @@ from typing import Any
 
 import pytest
 import stripe
+from fake_helpers import Receiver, make_catalog
 
-from shared.fakestripe import FakeStripe, FakeStripeControl
-
-from .helpers import Receiver, make_catalog
+from fakestripe import FakeStripe, FakeStripeControl
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "stripe" / "fixtures3.json"
 EXTRA_KEYS = {"subscription": {"status_details"}}

@@ -7,10 +7,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 import stripe
+from fake_helpers import Receiver, close_http
 
-from shared.fakestripe import FakeStripe, FakeStripeControl
-
-from .helpers import Receiver, close_http
+from fakestripe import FakeStripe, FakeStripeControl
 
 
 @pytest.fixture

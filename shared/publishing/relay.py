@@ -21,8 +21,8 @@ import structlog
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
-from shared.keys import Keys
-from worker.store import OUTBOX_CHANNEL
+from shared.coordination import Keys
+from shared.publishing.outbox import OUTBOX_CHANNEL
 
 log = structlog.get_logger(__name__)
 

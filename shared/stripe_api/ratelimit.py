@@ -26,7 +26,7 @@ from prometheus_client import Counter, Histogram
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from shared.keys import Keys
+from shared.coordination import Keys
 
 WAIT_SECONDS = Histogram(
     "entitled_stripe_rate_wait_seconds",
@@ -44,7 +44,7 @@ class RateLimitWaitError(Exception):
 
 
 def _gcra() -> str:
-    return (resources.files("shared") / "lua" / "gcra.lua").read_text(encoding="utf-8")
+    return (resources.files("shared.stripe_api") / "gcra.lua").read_text(encoding="utf-8")
 
 
 class RateLimiter:

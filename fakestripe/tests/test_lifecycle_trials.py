@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import pytest
 import stripe
-
-from shared.fakestripe import FakeStripeControl
-
-from .helpers import (
+from fake_helpers import (
     DAY,
     HOUR,
     START,
@@ -26,6 +23,8 @@ from .helpers import (
     make_catalog,
     since,
 )
+
+from fakestripe import FakeStripeControl
 
 
 async def test_payment_link_trial_without_card_pauses_and_keeps_entitlements(

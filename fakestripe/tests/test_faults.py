@@ -11,10 +11,9 @@ import time
 import aiohttp
 import pytest
 import stripe
+from fake_helpers import Receiver, close_http, make_catalog
 
-from shared.fakestripe import FakeStripe, FakeStripeControl
-
-from .helpers import Receiver, close_http, make_catalog
+from fakestripe import FakeStripe, FakeStripeControl
 
 
 async def burst(client: stripe.StripeClient, ctl: FakeStripeControl) -> None:

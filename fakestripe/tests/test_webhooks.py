@@ -10,10 +10,9 @@ import asyncio
 import aiohttp
 import pytest
 import stripe
+from fake_helpers import Receiver, make_catalog
 
-from shared.fakestripe import FakeStripe, FakeStripeControl
-
-from .helpers import Receiver, make_catalog
+from fakestripe import FakeStripe, FakeStripeControl
 
 
 async def buy(client: stripe.StripeClient, ctl: FakeStripeControl) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 import stripe
 from aiohttp import web
 
-from shared.fakestripe import FakeStripeControl
+from fakestripe import FakeStripeControl
 
 DAY = 86400
 

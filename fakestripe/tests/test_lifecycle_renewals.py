@@ -11,10 +11,7 @@ from typing import Any
 
 import pytest
 import stripe
-
-from shared.fakestripe import FakeStripeControl
-
-from .helpers import (
+from fake_helpers import (
     DAY,
     HOUR,
     START,
@@ -27,6 +24,8 @@ from .helpers import (
     make_catalog,
     since,
 )
+
+from fakestripe import FakeStripeControl
 
 
 async def test_renewal_succeeds_after_the_finalize_delay(

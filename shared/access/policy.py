@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from shared.models import CustomerFacts, Subscription
+from shared.access.facts import CustomerFacts, Subscription
 
 # Statuses that never grant access, whatever else the subscription says.
 NO_ACCESS = frozenset({"paused", "unpaid", "canceled", "incomplete", "incomplete_expired"})

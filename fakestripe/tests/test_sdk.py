@@ -9,10 +9,9 @@ import base64
 import aiohttp
 import pytest
 import stripe
+from fake_helpers import DAY, Receiver, close_http, make_catalog
 
-from shared.fakestripe import FakeStripe, FakeStripeControl
-
-from .helpers import DAY, Receiver, close_http, make_catalog
+from fakestripe import FakeStripe, FakeStripeControl
 
 
 async def test_every_read_endpoint_of_spec_section_8(

@@ -1,5 +1,5 @@
 """The fake runs three ways: in the current event loop (the other tests), in a thread of its
-own for synchronous code, and as a command (`python -m shared.fakestripe`) for other processes.
+own for synchronous code, and as a command (`python -m fakestripe`) for other processes.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import stripe
 
-from shared.fakestripe import FakeStripe
+from fakestripe import FakeStripe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def test_command_prints_its_address_and_serves() -> None:
         [
             sys.executable,
             "-m",
-            "shared.fakestripe",
+            "fakestripe",
             "--port",
             "0",
             "--api-key",

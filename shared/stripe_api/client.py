@@ -18,7 +18,7 @@ import aiohttp
 import stripe
 from prometheus_client import Counter, Histogram
 
-from shared.ratelimit import RateLimiter
+from shared.stripe_api.ratelimit import RateLimiter
 
 REQUESTS = Counter(
     "entitled_stripe_requests_total",

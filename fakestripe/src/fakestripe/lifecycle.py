@@ -26,7 +26,7 @@ from .events import CURRENT_REQUEST
 from .invoicing import attempt_payment, finalize_and_collect
 from .store import Invoice, Subscription, TestClock
 
-log = logging.getLogger("shared.fakestripe.lifecycle")
+log = logging.getLogger("fakestripe.lifecycle")
 
 # (due time, priority at equal times, creation order, action)
 Due = tuple[int, int, int, Callable[[], None]]

@@ -35,7 +35,7 @@ from .core import Core
 from .events import Event
 from .store import WebhookEndpoint
 
-log = logging.getLogger("shared.fakestripe.webhooks")
+log = logging.getLogger("fakestripe.webhooks")
 
 JSON = dict[str, Any]
 

@@ -11,12 +11,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-from stripe._encode import _api_encode
-
-from shared.fakestripe import errors
-from shared.fakestripe.forms import (
+from fakestripe.forms import (
     UNSET,
     Arr,
     Endpoint,
@@ -29,6 +24,11 @@ from shared.fakestripe.forms import (
     parse_form,
     parse_query,
 )
+from hypothesis import given
+from hypothesis import strategies as st
+from stripe._encode import _api_encode
+
+from fakestripe import errors
 
 keys = st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=8)
 leaves = st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=10)
