@@ -1,7 +1,7 @@
 """The whole service as separate processes, for the worker and sweep benchmarks.
 
 `Deployment` starts, each in its own process: a Redis of its own (`shared.embedded.RedisServer`),
-the fake Stripe (`python -m shared.fakestripe`, so that its event loop shares no CPU-bound loop
+the fake Stripe (`python -m fakestripe`, so that its event loop shares no CPU-bound loop
 with the load generator), the real receiver (`python -m ingest`) and any number of real workers
 (`python -m worker`), on a fresh Postgres database of its own (created on the machine's Postgres,
 migrated with `shared.db.migrate`, dropped at the end). The benchmark process only drives the
@@ -194,7 +194,7 @@ class Deployment:
             await self.wait_workers_ready()
 
     def _start_fake(self) -> None:
-        args = [sys.executable, "-m", "shared.fakestripe", "--port", "0", "--api-key", API_KEY,
+        args = [sys.executable, "-m", "fakestripe", "--port", "0", "--api-key", API_KEY,
                 "--tick-interval", str(self.fake_tick_s)]
         if self.webhooks:
             args += ["--webhook", self.ingest_url, "--webhook-secret", WEBHOOK_SECRET]

@@ -25,7 +25,7 @@ async def test_example_consumer_prints_each_change_once(redis_url: str, redis_cl
     for message in (first, first, second):
         await redis_client.xadd(KEYS.stream, {"data": message.to_json()})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "shared.consume", "--redis-url", redis_url, "--group", "g", "--consumer", "c",
+        sys.executable, "-m", "shared.publishing.consume", "--redis-url", redis_url, "--group", "g", "--consumer", "c",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:

@@ -1,4 +1,4 @@
-"""The per-unit state machine in Redis (shared/coordination.py), step by step, on a real Redis.
+"""The per-unit state machine in Redis (shared/coordination/coordinator.py), step by step, on a real Redis.
 
 The end-to-end promises with several worker processes are in tests/test_worker_promises.py.
 """

@@ -1,6 +1,6 @@
 """The access policy held to SPEC section 5's table, by property tests (hypothesis).
 
-The oracle below restates the table row by row, independently of shared/policy.py.
+The oracle below restates the table row by row, independently of shared/access/policy.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The shared rate limiter reserves slots (shared/ratelimit.py, shared/lua/gcra.lua): a backlog is
+"""The shared rate limiter reserves slots (shared/stripe_api/ratelimit.py and gcra.lua): a backlog is
 served first come first served with one Redis round trip per request, and a request that gives
 up takes no slot from those after it. Real Redis; nothing here measures speed."""
 

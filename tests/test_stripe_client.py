@@ -1,4 +1,4 @@
-"""The Stripe client (shared/stripe_client.py) and the shared rate limiter (shared/ratelimit.py),
+"""The Stripe client (shared/stripe_api/client.py) and the shared rate limiter (shared/stripe_api/ratelimit.py),
 against a real Redis and the fake Stripe."""
 
 from __future__ import annotations

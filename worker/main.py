@@ -40,7 +40,7 @@ from worker.sync import run_unit
 log = structlog.get_logger(__name__)
 
 # arq kills a job after this; the unit's lease (SYNC_LEASE, shorter, renewed while alive) is
-# what actually guards a customer, see shared/coordination.py.
+# what actually guards a customer, see shared/coordination/coordinator.py.
 JOB_TIMEOUT_S = 120
 SWEEP_TIMEOUT_S = 6 * 3600
 # arq's poll loop does not catch Redis errors: without retries, one Redis restart ends every

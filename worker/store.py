@@ -1,6 +1,6 @@
 """Postgres side of a sync: the fence, what we held before, and the one write transaction.
 
-The write is fenced (see `shared/coordination.py`): it commits only while `customer_sync.fence`
+The write is fenced (see `shared/coordination/coordinator.py`): it commits only while `customer_sync.fence`
 still equals the fence this run took when it started, so a run that lost its lease can never
 overwrite a newer run's result. Customers, subscriptions, entitlements, the version, the
 outbox row and the event ledger change together or not at all.

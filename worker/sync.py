@@ -1,7 +1,7 @@
 """One sync: read Stripe's current state, decide with the policy, write, schedule the re-check.
 
 `run_unit` is the arq job (`sync_unit`). It takes the unit through the coordination scripts
-(`shared/coordination.py` explains the promises), dispatches on the unit's kind and always
+(`shared/coordination/coordinator.py` explains the promises), dispatches on the unit's kind and always
 finishes the run, so that work that arrived meanwhile, or a failure, queues the next run.
 """
 

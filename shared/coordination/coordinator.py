@@ -3,7 +3,7 @@
 How it works
 ------------
 Work is keyed by *unit*: a customer id, or `__catalog__` for catalog work. Each unit has a small
-state machine in a Redis hash (`Keys.unit`), changed only by the Lua scripts in `shared/lua/`,
+state machine in a Redis hash (`Keys.unit`), changed only by the Lua scripts in `lua/` beside this module,
 each of which runs atomically:
 
 - ``seq``      increases by one for every piece of accepted work (a webhook, a re-check, ...);

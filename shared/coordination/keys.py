@@ -35,7 +35,7 @@ class Keys:
         return f"{self.prefix}:seen:{event_id}"
 
     def unit(self, unit: str) -> str:
-        """The coordination hash of one customer (or of the catalog); see worker/coordination.py."""
+        """The coordination hash of one customer (or of the catalog); see coordinator.py."""
         return f"{self.prefix}:unit:{{{unit}}}"
 
     def unit_events(self, unit: str) -> str:

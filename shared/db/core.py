@@ -1,6 +1,6 @@
 """Postgres: the connection pool and the migrations.
 
-Migrations are plain SQL files in `shared/migrations/`, applied in name order, each once, each
+Migrations are plain SQL files in `shared/db/migrations/`, applied in name order, each once, each
 in its own transaction, under an advisory lock so that several workers starting together apply
 them once. `entitled migrate` runs them; every worker runs them at start-up too.
 """

@@ -3,7 +3,7 @@
     entitled-consume --group demo --consumer me        # durable, via the stream
     entitled-consume --live                            # live, via the pub/sub channel
 
-It is also the reference for writing your own: see shared/subscriber.py.
+It is also the reference for writing your own: see shared/publishing/subscriber.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Stripe allows 100 requests/s in live mode (25 in a sandbox) and, by default, 25/s per endpoint.
 Every request of every worker asks `RateLimiter.acquire` first; a single-round-trip GCRA script
-(`shared/lua/gcra.lua`) checks the overall bucket and the endpoint's bucket together, with
+(`gcra.lua` beside it) checks the overall bucket and the endpoint's bucket together, with
 Redis' clock, so the budget holds across processes and hosts. The request reserves the next
 free slot and sleeps until it: one round trip per request, first come first served, and a
 backlog uses the whole budget. (It used to poll: every waiter asked again when the next slot

@@ -1,7 +1,7 @@
 """Reads from Stripe: the endpoints of SPEC section 8, and nothing else.
 
 Each method makes the fewest requests it can (`expand` instead of follow-up calls, 100 per
-page) and returns plain dicts or parsed models; parsing stays in `shared/models.py`.
+page) and returns plain dicts or parsed models; parsing stays in `shared/access/facts.py`.
 """
 
 from __future__ import annotations
