@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -84,32 +85,42 @@ class StreamCheck:
         return not (self.gaps or self.conflicting or self.last_differs or self.unpublished)
 
 
-async def check_stream(r: redis.asyncio.Redis, pool: asyncpg.Pool, keys: Keys) -> StreamCheck:
-    result = StreamCheck()
-    by_customer: dict[str, dict[int, AccessChanged]] = defaultdict(dict)
-    highest: dict[str, int] = {}
+async def _stream_messages(r: redis.asyncio.Redis, keys: Keys) -> AsyncIterator[AccessChanged]:
+    """Every message of the stream, oldest first, in pages."""
     last_id = "-"
     while True:
         batch = await r.xrange(keys.stream, min=last_id, count=5000)
         if last_id != "-":
             batch = batch[1:]
         if not batch:
-            break
+            return
         for _entry_id, fields in batch:
-            message = AccessChanged.from_json(fields[b"data"])
-            result.entries += 1
-            seen = by_customer[message.customer_id].get(message.version)
-            if seen is not None:
-                if seen.id == message.id:
-                    result.duplicates += 1
-                else:
-                    result.conflicting.append(f"{message.customer_id} v{message.version}")
-            else:
-                by_customer[message.customer_id][message.version] = message
-            if message.version < highest.get(message.customer_id, 0):
-                result.out_of_order += 1
-            highest[message.customer_id] = max(highest.get(message.customer_id, 0), message.version)
+            yield AccessChanged.from_json(fields[b"data"])
         last_id = batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else str(batch[-1][0])
+
+
+def _take(result: StreamCheck, by_customer: dict[str, dict[int, AccessChanged]], highest: dict[str, int],
+          message: AccessChanged) -> None:
+    """Count one stream entry: a repeat (same id), a conflict (same version, other id), or new."""
+    result.entries += 1
+    seen = by_customer[message.customer_id].get(message.version)
+    if seen is None:
+        by_customer[message.customer_id][message.version] = message
+    elif seen.id == message.id:
+        result.duplicates += 1
+    else:
+        result.conflicting.append(f"{message.customer_id} v{message.version}")
+    if message.version < highest.get(message.customer_id, 0):
+        result.out_of_order += 1
+    highest[message.customer_id] = max(highest.get(message.customer_id, 0), message.version)
+
+
+async def check_stream(r: redis.asyncio.Redis, pool: asyncpg.Pool, keys: Keys) -> StreamCheck:
+    result = StreamCheck()
+    by_customer: dict[str, dict[int, AccessChanged]] = defaultdict(dict)
+    highest: dict[str, int] = {}
+    async for message in _stream_messages(r, keys):
+        _take(result, by_customer, highest, message)
     result.customers = len(by_customer)
     versions = {r["customer_id"]: r["version"] for r in await pool.fetch("SELECT customer_id, version FROM customer_sync")}
     stored: dict[str, set[str]] = defaultdict(set)

@@ -3,7 +3,7 @@
     python -m bench sweep [--short]
 
 What it measures (`--short`: 1,000 customers): `worker.reconcile.sweep`, the real worker code,
-called with a `worker.context.Deps` built by the worker's own start-up (`worker.main.startup`),
+called with the `shared.bootstrap.Services` a worker builds (`shared.bootstrap.bootstrap`),
 against the fake Stripe as a separate process that holds 10,000 customers with one active
 subscription each (none on a test clock: Stripe's lists leave those out). The fake adds 100 ms
 to every request and allows 25 requests/s, as in the workers benchmark; the sweep runs with the
@@ -33,10 +33,10 @@ import stripe
 from bench.common import append_results, load_note
 from bench.deployment import API_KEY, Deployment
 from shared import logs
+from shared.bootstrap import bootstrap
 from shared.coordination import Keys
 from shared.settings import Settings
 from worker import reconcile
-from worker.main import shutdown, startup
 
 FAKE_RPS = 25.0
 LATENCY_MS = 100
@@ -112,20 +112,16 @@ async def _sweep_once(dep: Deployment, case: str, customers: int) -> SweepResult
         log_format="json",
         log_level="WARNING",
     )
-    ctx: dict[str, Any] = {"settings": settings, "keys": Keys(), "worker_name": "bench-sweep"}
-    await startup(ctx)
-    try:
+    async with bootstrap(settings, postgres=True, stripe_client=True, keys=Keys()) as services:
         await dep.ctl.reset_stats()
         fake_cpu = dep.fake_cpu_s()
         own_cpu = time.process_time()
         started = time.monotonic()
-        result = await reconcile.sweep(ctx["deps"])
+        result = await reconcile.sweep(services)
         seconds = time.monotonic() - started
         own_cpu = time.process_time() - own_cpu
         fake_cpu = dep.fake_cpu_s() - fake_cpu
         stats = await dep.ctl.stats()
-    finally:
-        await shutdown(ctx)
     return SweepResult(
         case=case,
         customers=customers,

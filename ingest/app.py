@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 
 from ingest import metrics
 from ingest.verify import RejectedError, verify
+from shared.bootstrap import bootstrap
 from shared.coordination import BadEventError, Coordinator, Keys, route
 from shared.settings import Settings
 
@@ -170,23 +171,18 @@ def create_app(settings: Settings, *, keys: Keys | None = None) -> web.Applicati
     """The receiver's aiohttp app; Redis is opened and closed with it (`cleanup_ctx`)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app[SETTINGS] = settings
-    keys = keys or Keys(prefix=settings.redis_prefix)
 
-    async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-        client = Redis.from_url(
-            settings.redis_url,
-            socket_timeout=ENQUEUE_TIMEOUT_S,
-            socket_connect_timeout=1.0,
-        )
-        app[REDIS] = client
-        app[COORDINATOR] = Coordinator(client, keys, coalesce_ms=int(settings.coalesce_window * 1000))
-        if settings.livemode is None:
-            log.warning("ingest.mode_unchecked", hint="set STRIPE_API_KEY to reject events of the other mode")
-        log.info("ingest.started", port=settings.port, secrets=len(settings.stripe_webhook_secret))
-        yield
-        await client.aclose()
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        # ingest never touches Postgres or Stripe: Redis and the coordinator only.
+        async with bootstrap(settings, keys=keys, redis_timeout_s=ENQUEUE_TIMEOUT_S) as services:
+            app[REDIS] = services.redis
+            app[COORDINATOR] = services.coordinator
+            if settings.livemode is None:
+                log.warning("ingest.mode_unchecked", hint="set STRIPE_API_KEY to reject events of the other mode")
+            log.info("ingest.started", port=settings.port, secrets=len(settings.stripe_webhook_secret))
+            yield
 
-    app.cleanup_ctx.append(redis_ctx)
+    app.cleanup_ctx.append(services_ctx)
     app.router.add_post("/webhooks/stripe", webhook)
     app.router.add_route("*", "/webhooks/stripe", method_not_allowed)
     app.router.add_get("/healthz", healthz)

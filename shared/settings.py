@@ -8,6 +8,7 @@ import time, so `load()` is called from each `main()`.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, ValidationError, field_validator
@@ -23,8 +24,28 @@ class SettingsError(Exception):
     """A setting is missing or malformed; the message is one line naming the variable."""
 
 
+@dataclass(frozen=True, order=True)
+class Duration:
+    """A span of time that says its unit at every use: `.s`, `.whole_s` or `.ms`."""
+
+    s: float
+
+    @property
+    def ms(self) -> int:
+        return round(self.s * 1000)
+
+    @property
+    def whole_s(self) -> int:
+        return int(self.s)
+
+    def __str__(self) -> str:
+        return f"{self.s:g}s"
+
+
 def parse_duration_s(value: Any) -> float:
     """`90s`, `15m`, `12h`, `7d`, `0` (and bare seconds) to seconds."""
+    if isinstance(value, Duration):
+        return value.s
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
     elif isinstance(value, str) and (m := _DURATION.match(value)):
@@ -51,7 +72,11 @@ def _check_secrets(secrets: list[str]) -> list[str]:
     return secrets
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration_s)]
+def _duration(value: Any) -> Duration:
+    return Duration(parse_duration_s(value))
+
+
+DurationSetting = Annotated[Duration, BeforeValidator(_duration)]
 Secrets = Annotated[
     list[str], NoDecode, BeforeValidator(_split_secrets), AfterValidator(_check_secrets)
 ]
@@ -70,20 +95,20 @@ class Settings(BaseSettings):
     stripe_webhook_secret: Secrets = []
     stripe_api_base: str = STRIPE_DEFAULT_API_BASE
     port: int = 8080
-    renewal_grace: Duration = 86400.0
-    past_due_grace: Duration = 7 * 86400.0
+    renewal_grace: DurationSetting = Duration(86400.0)
+    past_due_grace: DurationSetting = Duration(7 * 86400.0)
     stripe_rate_limit: float = 20.0
 
     # --- additions to SPEC section 3 (tuning; defaults suit production) ---
     # Stripe's default per-endpoint limit; one bucket per endpoint beside the overall one.
     stripe_endpoint_rate_limit: float = 25.0
     # How long a burst for one customer is gathered before its sync runs.
-    coalesce_window: Duration = 1.0
+    coalesce_window: DurationSetting = Duration(1.0)
     # Prefix of every Redis key we own (arq's own keys are namespaced by the queue name).
     redis_prefix: str = "entitled"
     # How often the Events API poller and the full sweep run (cron, once per schedule).
-    reconcile_events_every: Duration = 300.0
-    reconcile_sweep_every: Duration = 86400.0
+    reconcile_events_every: DurationSetting = Duration(300.0)
+    reconcile_sweep_every: DurationSetting = Duration(86400.0)
     # MAXLEN (approximate) of the access-changed stream.
     stream_maxlen: int = 1_000_000
     # Log format: "json", "console", or "auto" (console when stderr is a terminal).
@@ -101,7 +126,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = 16
     # How long a sync holds its customer without renewing (it renews every third of this while
     # alive); a worker that dies or stalls longer loses the customer to another worker.
-    sync_lease: Duration = 30.0
+    sync_lease: DurationSetting = Duration(30.0)
 
     @field_validator("port")
     @classmethod

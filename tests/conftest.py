@@ -95,7 +95,7 @@ async def stack_factory(database_url: str, redis_url: str, request: pytest.Fixtu
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+def pytest_runtest_makereport(item: pytest.Item) -> Any:
     report = yield
     if report.when == "call":
         item.rep_call = report  # type: ignore[attr-defined]

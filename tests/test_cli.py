@@ -17,7 +17,6 @@ async def entitled(stack: Stack, *args: str, timeout_s: float = 120) -> tuple[in
         env={**os.environ, **stack.worker_env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
 

@@ -34,12 +34,13 @@ from aiohttp import ClientSession
 from bench.fault_stack import PgServer
 from fakestripe import Settings as FakeSettings
 from shared import db
+from shared.bootstrap import bootstrap
 from shared.settings import Settings
 from tests.support.aio import hget
 from tests.support.redis_server import RedisServer
 from tests.support.stack import API_KEY, DAY, Stack, running_stack
 from tests.support.webhooks import sign
-from worker.cli import CliError, Context, resync_all
+from worker.cli import CliError, resync_all
 
 HOUR = 3600
 
@@ -195,12 +196,9 @@ async def test_resync_all_records_each_customer_before_queueing_it(stack_factory
         await stack.pool.executemany("INSERT INTO resync_items (customer_id) VALUES ($1)", [(c,) for c in ids])
         settings = Settings(database_url=stack.database_url, redis_url=stack.redis_url, stripe_api_key=API_KEY,
                             stripe_api_base=stack.fake.base_url)
-        ctx = await Context.open(settings)
-        try:
+        async with bootstrap(settings, postgres=True, coalesce=False) as ctx:
             with contextlib.suppress(CliError):  # nobody syncs: it gives up after a second
                 await resync_all(ctx, restart=False, wait_s=1)
-        finally:
-            await ctx.close()
         recorded = {r["customer_id"]: r["enqueued_at"].timestamp() * 1000
                     for r in await stack.pool.fetch("SELECT customer_id, enqueued_at FROM resync_items")}
         late = []

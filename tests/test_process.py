@@ -84,7 +84,7 @@ def test_requests_in_flight_finish_on_sigterm() -> None:
             os.kill(redis.proc.pid, signal.SIGCONT)
             statuses = [f.result(timeout=20).status for f in futures]
         assert statuses == [200] * 5
-        assert proc.wait(20) == 0 or proc.returncode in (0, -signal.SIGTERM)
+        assert proc.wait(20) == 0  # a graceful exit, not death by the signal
     finally:
         if redis.proc is not None:
             os.kill(redis.proc.pid, signal.SIGCONT)

@@ -35,8 +35,8 @@ def test_defaults() -> None:
     assert s.redis_url == "redis://localhost:6379/0"
     assert s.stripe_api_base == "https://api.stripe.com"
     assert s.port == 8080
-    assert s.renewal_grace == 86400
-    assert s.past_due_grace == 7 * 86400
+    assert s.renewal_grace.s == 86400
+    assert s.past_due_grace.s == 7 * 86400
     assert s.stripe_rate_limit == 20
 
 

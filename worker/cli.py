@@ -23,12 +23,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from redis.asyncio import Redis
 
 from shared import db
-from shared.coordination import Coordinator, Keys
+from shared.bootstrap import Services, bootstrap
 from shared.settings import Settings, SettingsError, load
-from shared.stripe_api import RateLimiter, StripeReader, create_client
+from shared.stripe_api import StripeReader
 
 WAIT_FOR_SYNC_S = 60
 
@@ -53,29 +52,6 @@ def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-class Context:
-    """Connections for one command; closed by `close()`."""
-
-    def __init__(self, settings: Settings, pool: asyncpg.Pool, redis: Redis) -> None:
-        self.settings = settings
-        self.pool = pool
-        self.redis = redis
-        self.keys = Keys(prefix=settings.redis_prefix)
-        self.coordinator = Coordinator(redis, self.keys, coalesce_ms=0)
-
-    @classmethod
-    async def open(cls, settings: Settings) -> Context:
-        try:
-            pool = await db.create_pool(settings.database_url, min_size=1, max_size=4)
-        except (OSError, asyncpg.PostgresError) as exc:
-            raise CliError(f"cannot reach Postgres at DATABASE_URL: {exc}") from None
-        return cls(settings, pool, Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2))
-
-    async def close(self) -> None:
-        await self.pool.close()
-        await self.redis.aclose()
-
-
 async def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     try:
         conn = await db.connect(settings.database_url)
@@ -88,14 +64,14 @@ async def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
 
 
-async def _synced_at(ctx: Context, cid: str) -> datetime | None:
+async def _synced_at(ctx: Services, cid: str) -> datetime | None:
     value: datetime | None = await ctx.pool.fetchval(
         "SELECT synced_at FROM customer_sync WHERE customer_id = $1", cid
     )
     return value
 
 
-async def resync_one(ctx: Context, cid: str) -> None:
+async def resync_one(ctx: Services, cid: str) -> None:
     if not cid.startswith("cus_"):
         raise CliError(f"{cid!r} is not a Stripe customer id (cus_...)")
     before = datetime.now(UTC)
@@ -103,7 +79,7 @@ async def resync_one(ctx: Context, cid: str) -> None:
     await wait_and_show(ctx, cid, before)
 
 
-async def wait_and_show(ctx: Context, cid: str, since: datetime) -> None:
+async def wait_and_show(ctx: Services, cid: str, since: datetime) -> None:
     """Wait for a sync of `cid` that ended after `since`, then show the customer."""
     deadline = time.monotonic() + WAIT_FOR_SYNC_S
     while time.monotonic() < deadline:
@@ -142,28 +118,21 @@ class Progress:
               flush=True)
 
 
-async def _stripe_customer_ids(settings: Settings, redis: Redis, keys: Keys) -> list[str]:
+async def _stripe_customer_ids(reader: StripeReader) -> list[str]:
     """Every customer Stripe lists (rate-limited like every other request)."""
-    limiter = RateLimiter(redis, keys, rate_per_s=settings.stripe_rate_limit,
-                          endpoint_rate_per_s=settings.stripe_endpoint_rate_limit)
-    client, http = create_client(settings.api_key, settings.stripe_api_base, limiter)
-    try:
-        reader = StripeReader(client)
-        ids = []
-        async for customer in reader.all_customers():
-            ids.append(str(customer["id"]))
-            if len(ids) % 1000 == 0:
-                print(f"listing customers from Stripe: {len(ids)}", file=sys.stderr, flush=True)
-        return ids
-    finally:
-        await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+    ids = []
+    async for customer in reader.all_customers():
+        ids.append(str(customer["id"]))
+        if len(ids) % 1000 == 0:
+            print(f"listing customers from Stripe: {len(ids)}", file=sys.stderr, flush=True)
+    return ids
 
 
-async def resync_all(ctx: Context, *, restart: bool, wait_s: float = 3600 * 6) -> int:
+async def resync_all(ctx: Services, *, restart: bool, wait_s: float = 3600 * 6) -> int:
     pending = await ctx.pool.fetchval("SELECT count(*) FROM resync_items WHERE done_at IS NULL")
     if restart or not pending:
         await ctx.pool.execute("DELETE FROM resync_items")
-        ids = set(await _stripe_customer_ids(ctx.settings, ctx.redis, ctx.keys))
+        ids = set(await _stripe_customer_ids(ctx.reader))
         ids |= {r["customer_id"] for r in await ctx.pool.fetch("SELECT customer_id FROM customers")}
         await ctx.pool.executemany("INSERT INTO resync_items (customer_id) VALUES ($1) ON CONFLICT DO NOTHING",
                                    [(c,) for c in sorted(ids)])
@@ -199,7 +168,7 @@ async def resync_all(ctx: Context, *, restart: bool, wait_s: float = 3600 * 6) -
         await asyncio.sleep(1.0)
 
 
-async def show(ctx: Context, *, customer: str | None = None, user: str | None = None) -> None:
+async def show(ctx: Services, *, customer: str | None = None, user: str | None = None) -> None:
     if user is not None:
         rows = await ctx.pool.fetch("SELECT customer_id FROM customers WHERE user_id = $1 ORDER BY customer_id", user)
         if not rows:
@@ -249,7 +218,7 @@ async def show(ctx: Context, *, customer: str | None = None, user: str | None = 
         [(m["version"], m["published_at"], m["message"]) for m in messages], ["version", "published", "message"]))
 
 
-async def cmd_events(ctx: Context, *, limit: int) -> None:
+async def cmd_events(ctx: Services, *, limit: int) -> None:
     rows = await ctx.pool.fetch(
         "SELECT event_id, type, customer_id, received_at, attempts, error FROM event_ledger"
         " WHERE outcome = 'failed' ORDER BY received_at DESC LIMIT $1", limit)
@@ -260,7 +229,7 @@ async def cmd_events(ctx: Context, *, limit: int) -> None:
                   for r in rows], ["id", "type", "customer", "received", "attempts", "error"]))
 
 
-async def cmd_replay(ctx: Context, event_id: str) -> None:
+async def cmd_replay(ctx: Services, event_id: str) -> None:
     row = await ctx.pool.fetchrow("SELECT type, customer_id FROM event_ledger WHERE event_id = $1", event_id)
     if row is None:
         raise CliError(f"{event_id} is not in the ledger (only accepted events are)")
@@ -302,20 +271,25 @@ async def dispatch(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "migrate":
         await cmd_migrate(settings, args)
         return
-    ctx = await Context.open(settings)
     try:
-        if args.command == "resync" and args.all:
-            await resync_all(ctx, restart=args.restart)
-        elif args.command == "resync":
-            await resync_one(ctx, args.customer)
-        elif args.command == "show":
-            await show(ctx, customer=args.customer, user=args.user)
-        elif args.command == "events":
-            await cmd_events(ctx, limit=args.limit)
-        elif args.command == "replay":
-            await cmd_replay(ctx, args.event_id)
-    finally:
-        await ctx.close()
+        async with bootstrap(settings, postgres=True, stripe_client=args.command == "resync" and args.all,
+                             redis_timeout_s=5.0, coalesce=False) as ctx:
+            await _run(args, ctx)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise CliError(f"cannot reach Postgres at DATABASE_URL: {exc}") from None
+
+
+async def _run(args: argparse.Namespace, ctx: Services) -> None:
+    if args.command == "resync" and args.all:
+        await resync_all(ctx, restart=args.restart)
+    elif args.command == "resync":
+        await resync_one(ctx, args.customer)
+    elif args.command == "show":
+        await show(ctx, customer=args.customer, user=args.user)
+    elif args.command == "events":
+        await cmd_events(ctx, limit=args.limit)
+    elif args.command == "replay":
+        await cmd_replay(ctx, args.event_id)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,10 +10,8 @@ import contextlib
 import dataclasses
 import os
 import socket
-import time
 from typing import Any
 
-import asyncpg
 import orjson
 import structlog
 from arq import cron
@@ -21,20 +19,17 @@ from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Worker, func
 from prometheus_client import start_http_server
-from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import db
-from shared.access import PolicyConfig
-from shared.coordination import EVENTS_POLL_UNIT, SYNC_FUNCTION, Coordinator, Keys
+from shared.bootstrap import Services, bootstrap
+from shared.coordination import EVENTS_POLL_UNIT, SYNC_FUNCTION, Keys
 from shared.publishing import Relay
 from shared.settings import Settings, SettingsError
-from shared.stripe_api import RateLimiter, StripeReader, create_client
 from worker import reconcile, timers
-from worker.context import Deps
 from worker.sync import run_unit
 
 log = structlog.get_logger(__name__)
@@ -95,8 +90,8 @@ async def _claimed(ctx: dict[str, Any], name: str, every_s: float) -> bool:
 
 async def events_cron(ctx: dict[str, Any]) -> str:
     """Every RECONCILE_EVENTS_EVERY: poll the Events API (as a unit: one poll at a time)."""
-    deps: Deps = ctx["deps"]
-    if not await _claimed(ctx, "events", deps.settings.reconcile_events_every):
+    deps: Services = ctx["deps"]
+    if not await _claimed(ctx, "events", deps.settings.reconcile_events_every.s):
         return "claimed by another worker"
     await deps.coordinator.accept(EVENTS_POLL_UNIT, reason="reconcile", delay_ms=0)
     return "queued"
@@ -104,54 +99,23 @@ async def events_cron(ctx: dict[str, Any]) -> str:
 
 async def sweep_cron(ctx: dict[str, Any]) -> str:
     """Every RECONCILE_SWEEP_EVERY: the full sweep."""
-    deps: Deps = ctx["deps"]
-    if not await _claimed(ctx, "sweep", deps.settings.reconcile_sweep_every):
+    deps: Services = ctx["deps"]
+    if not await _claimed(ctx, "sweep", deps.settings.reconcile_sweep_every.s):
         return "claimed by another worker"
     return f"sweep: {await reconcile.sweep(deps)}"
 
 
-async def open_pool(settings: Settings, wait_s: float = STARTUP_DB_WAIT_S) -> asyncpg.Pool:
-    """The worker's pool; waits while Postgres is (re)starting, as arq waits for Redis, rather
-    than exiting and leaving the restart to a process manager."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return await db.create_pool(settings.database_url, min_size=1,
-                                        max_size=max(4, settings.worker_concurrency))
-        except (OSError, asyncpg.CannotConnectNowError) as exc:
-            if time.monotonic() > deadline:
-                raise
-            log.warning("worker.waiting_for_postgres", error=type(exc).__name__)
-            await asyncio.sleep(1.0)
-
-
 async def startup(ctx: dict[str, Any]) -> None:
     settings: Settings = ctx["settings"]
-    keys: Keys = ctx["keys"]
-    pool = await open_pool(settings)
-    async with pool.acquire() as conn:
+    stack = contextlib.AsyncExitStack()
+    deps = await stack.enter_async_context(bootstrap(
+        settings, postgres=True, stripe_client=True, keys=ctx["keys"],
+        pool_size=max(4, settings.worker_concurrency), postgres_wait_s=STARTUP_DB_WAIT_S,
+    ))
+    ctx["exit_stack"] = stack
+    async with deps.pool.acquire() as conn:
         await db.migrate(conn)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=3)
-    limiter = RateLimiter(
-        redis, keys, rate_per_s=settings.stripe_rate_limit, endpoint_rate_per_s=settings.stripe_endpoint_rate_limit
-    )
-    client, http = create_client(settings.api_key, settings.stripe_api_base, limiter)
-    deps = Deps(
-        settings=settings,
-        keys=keys,
-        pool=pool,
-        redis=redis,
-        coordinator=Coordinator(
-            redis, keys, coalesce_ms=int(settings.coalesce_window * 1000), lease_ms=int(settings.sync_lease * 1000)
-        ),
-        stripe=client,
-        http=http,
-        reader=StripeReader(client),
-        policy=PolicyConfig(
-            renewal_grace_s=int(settings.renewal_grace), past_due_grace_s=int(settings.past_due_grace)
-        ),
-    )
-    relay = Relay(settings.database_url, redis, keys, maxlen=settings.stream_maxlen, wake=deps.outbox_ready)
+    relay = Relay(settings.database_url, deps.redis, deps.keys, maxlen=settings.stream_maxlen, wake=deps.outbox_ready)
     deps.background = [
         asyncio.create_task(relay.run_forever(), name="relay"),
         asyncio.create_task(timers.run_forever(deps), name="timers"),
@@ -159,12 +123,13 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["deps"] = deps
     if settings.worker_metrics_port is not None:
         start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
-    log.info("worker.started", metrics_port=settings.worker_metrics_port, name=ctx["worker_name"], concurrency=settings.worker_concurrency,
-             rate_limit=settings.stripe_rate_limit, api_base=settings.stripe_api_base)
+    log.info("worker.started", metrics_port=settings.worker_metrics_port, name=ctx["worker_name"],
+             concurrency=settings.worker_concurrency, rate_limit=settings.stripe_rate_limit,
+             api_base=settings.stripe_api_base)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    deps: Deps | None = ctx.get("deps")
+    deps: Services | None = ctx.get("deps")
     if deps is None:
         return
     for task in deps.background:
@@ -172,9 +137,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     for task in deps.background:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
-    await deps.http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
-    await deps.pool.close()
-    await deps.redis.aclose()
+    await ctx["exit_stack"].aclose()
     log.info("worker.stopped", name=ctx["worker_name"])
 
 
@@ -183,9 +146,9 @@ def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = 
     name = f"{socket.gethostname()}-{os.getpid()}"
     crons: list[CronJob] = [
         cron(events_cron, name="reconcile_events", unique=True, keep_result=0, timeout=60,
-             **cron_fields(settings.reconcile_events_every, "RECONCILE_EVENTS_EVERY")),
+             **cron_fields(settings.reconcile_events_every.s, "RECONCILE_EVENTS_EVERY")),
         cron(sweep_cron, name="reconcile_sweep", unique=True, keep_result=0, timeout=SWEEP_TIMEOUT_S,
-             **cron_fields(settings.reconcile_sweep_every, "RECONCILE_SWEEP_EVERY")),
+             **cron_fields(settings.reconcile_sweep_every.s, "RECONCILE_SWEEP_EVERY")),
     ]
     worker = Worker(
         functions=[func(sync_unit, name=SYNC_FUNCTION, keep_result=0, timeout=JOB_TIMEOUT_S, max_tries=1000)],
@@ -223,4 +186,4 @@ def in_progress_timeout_s(settings: Settings) -> float:
     this key (a job may run twice; a second run of a live one finds its unit busy, a second
     sweep finds its slot claimed), so keep it about as long as a lease: dead jobs run again soon.
     """
-    return settings.sync_lease + 10
+    return settings.sync_lease.s + 10

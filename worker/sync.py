@@ -17,6 +17,7 @@ import structlog
 from prometheus_client import Counter, Histogram
 
 from shared.access import Access, CustomerFacts, Subscription, decide, grants_at, ref_id
+from shared.bootstrap import Services
 from shared.coordination import (
     CATALOG,
     CHECKOUT_UNIT_PREFIX,
@@ -25,7 +26,6 @@ from shared.coordination import (
     Run,
 )
 from worker import catalog, reconcile, store
-from worker.context import Deps
 
 log = structlog.get_logger(__name__)
 
@@ -62,7 +62,7 @@ def unit_kind(unit: str) -> str:
     return "customer"
 
 
-async def run_unit(deps: Deps, unit: str, job_id: str) -> str:
+async def run_unit(deps: Services, unit: str, job_id: str) -> str:
     """The body of the `sync_unit` job. Returns what happened, for arq's log line."""
     run = await deps.coordinator.begin(unit, job_id)
     kind = unit_kind(unit)
@@ -108,7 +108,7 @@ async def run_unit(deps: Deps, unit: str, job_id: str) -> str:
         return f"{kind}:{'ok' if ok else 'failed'}:{result}"
 
 
-async def _heartbeat(deps: Deps, run: Run) -> None:
+async def _heartbeat(deps: Services, run: Run) -> None:
     interval = deps.coordinator.lease_ms / 3000
     while True:
         await asyncio.sleep(interval)
@@ -117,7 +117,7 @@ async def _heartbeat(deps: Deps, run: Run) -> None:
             return
 
 
-async def _dispatch(deps: Deps, kind: str, run: Run) -> None:
+async def _dispatch(deps: Services, kind: str, run: Run) -> None:
     if kind == "customer":
         await sync_customer(deps, run)
     elif kind == "catalog":
@@ -130,7 +130,7 @@ async def _dispatch(deps: Deps, kind: str, run: Run) -> None:
         await _resolve(deps, run)
 
 
-async def _resolve(deps: Deps, run: Run) -> None:
+async def _resolve(deps: Services, run: Run) -> None:
     """A payload named a subscription or a Checkout Session but no customer: find the customer
     and hand the events over to it."""
     unit = run.unit
@@ -174,7 +174,7 @@ def _effective_past_due(
     return tuple(filled), recorded
 
 
-async def sync_customer(deps: Deps, run: Run) -> None:
+async def sync_customer(deps: Services, run: Run) -> None:
     started = time.perf_counter()
     cid = run.unit
     fence = await store.bump_fence(deps.pool, cid)
@@ -241,7 +241,7 @@ async def sync_customer(deps: Deps, run: Run) -> None:
 
 
 async def _compare_with_stripe(
-    deps: Deps,
+    deps: Services,
     facts: CustomerFacts,
     access: Access,
     features_of: dict[str, frozenset[str]],
@@ -282,7 +282,7 @@ async def _compare_with_stripe(
     return access
 
 
-async def _stale_products(deps: Deps, product_ids: set[str]) -> set[str]:
+async def _stale_products(deps: Services, product_ids: set[str]) -> set[str]:
     if not product_ids:
         return set()
     rows = await deps.pool.fetch(

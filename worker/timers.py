@@ -16,7 +16,7 @@ import asyncpg
 import redis.exceptions
 import structlog
 
-from worker.context import Deps
+from shared.bootstrap import Services
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +25,7 @@ BACKSTOP_EVERY_S = 60.0
 BACKSTOP_GRACE_S = 30
 
 
-async def run_forever(deps: Deps) -> None:
+async def run_forever(deps: Services) -> None:
     last_backstop = time.monotonic()
     while True:
         try:
@@ -44,7 +44,7 @@ async def run_forever(deps: Deps) -> None:
         await asyncio.sleep(TICK_S)
 
 
-async def backstop(deps: Deps) -> int:
+async def backstop(deps: Services) -> int:
     """Queue customers whose re-check is overdue in Postgres (Redis lost it, or never got it)."""
     rows = await deps.pool.fetch(
         "SELECT customer_id FROM customer_sync"
