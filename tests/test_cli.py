@@ -17,7 +17,7 @@ async def entitled(stack: Stack, *args: str, timeout_s: float = 120) -> tuple[in
         env={**os.environ, **stack.worker_env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    return proc.returncode, out.decode(), err.decode()
+    return await proc.wait(), out.decode(), err.decode()
 
 
 async def test_migrate_is_idempotent(stack_factory: Any) -> None:

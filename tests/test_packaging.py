@@ -52,7 +52,8 @@ async def test_ingest_and_worker_run_without_the_fake(bare_python: Path, databas
                "STRIPE_API_BASE": fake.base_url, "STRIPE_WEBHOOK_SECRET": "whsec_bare", "PORT": str(port),
                "LOG_FORMAT": "json"}
         env.pop("PYTHONPATH", None)
-        procs = [subprocess.Popen([bare_python, "-m", module], env=env, cwd="/", stderr=subprocess.PIPE)
+        procs = [await asyncio.to_thread(subprocess.Popen, [bare_python, "-m", module], env=env, cwd="/",
+                                         stderr=subprocess.PIPE)
                  for module in ("ingest", "worker")]
         try:
             await _wait_healthy(f"http://127.0.0.1:{port}/healthz", procs[0])
