@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from . import errors, shapes, shapes_billing
+from . import errors, payments, shapes, shapes_billing, shapes_payments
 from .clock import API_VERSION
 from .core import Core
 from .events import CURRENT_REQUEST
@@ -257,14 +257,16 @@ def resolver(core: Core) -> Resolver:
             return shapes.payment_method(store.payment_methods[object_id])
         if object_id.startswith("cs_") and object_id in store.sessions:
             return shapes_billing.checkout_session(store, store.sessions[object_id])
-        return None
+        return shapes_payments.resolve(store, object_id)
 
     return resolve
 
 
 def respond(request: web.Request, obj: JSON, p: dict[str, Any]) -> web.Response:
     if p.get("expand"):
-        expand(obj, p["expand"], resolver(fake_of(request).core))
+        core = fake_of(request).core
+        payments.include(core, obj, p["expand"])
+        expand(obj, p["expand"], resolver(core))
     return json_response(obj)
 
 
