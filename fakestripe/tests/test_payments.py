@@ -4,6 +4,7 @@ events Stripe sends, and key sets as stripe-python 16.1.0 declares them."""
 
 from __future__ import annotations
 
+import inspect
 import typing
 from typing import Any, cast
 
@@ -25,7 +26,7 @@ def flow(receiver: Receiver) -> list[str]:
 
 def declared_keys(cls: type) -> tuple[set[str], set[str]]:
     """(every top-level key the SDK class declares, the non-optional ones)."""
-    hints = {k: str(v) for k, v in cls.__dict__.get("__annotations__", {}).items()}
+    hints = {k: str(v) for k, v in inspect.get_annotations(cls).items()}
     keys = {k for k in hints if k[0].islower()}
     return keys, {k for k in keys if "Optional" not in hints[k]}
 
@@ -60,14 +61,17 @@ async def test_guest_purchase_with_a_card(client: stripe.StripeClient, ctl: Fake
     assert created.customer_creation == "if_required"
     done = await ctl.complete_checkout(created.id, payment_method="pm_card_visa", email="g@example.com")
     await ctl.wait_idle()
-    assert done["customer"] is None and done["payment_status"] == "paid"
+    assert done["customer"] is None
+    assert done["payment_status"] == "paid"
     assert done["customer_details"]["email"] == "g@example.com"
     assert flow(receiver) == PAYMENT_FLOW
     pi = await client.v1.payment_intents.retrieve_async(done["payment_intent"])
-    assert pi.status == "succeeded" and pi.amount == 2 * 9900
+    assert pi.status == "succeeded"
+    assert pi.amount == 2 * 9900
     charges = await client.v1.charges.list_async({"payment_intent": pi.id})
     assert [c.id for c in charges.data] == [pi.latest_charge]
-    assert charges.data[0].customer is None and charges.data[0].paid
+    assert charges.data[0].customer is None
+    assert charges.data[0].paid
     items = await client.v1.checkout.sessions.line_items.list_async(created.id)
     assert [(i.quantity, i.price.id if i.price else None) for i in items.data] == [(2, price)]
     check_sdk_keys(stripe.PaymentIntent, pi.to_dict())
@@ -82,7 +86,8 @@ async def test_customer_creation_always(client: stripe.StripeClient, ctl: FakeSt
     created = await session(client, price, customer_creation="always")
     done = await ctl.complete_checkout(created.id, payment_method="pm_card_visa")
     await ctl.wait_idle()
-    assert done["customer"] is not None and done["customer"].startswith("cus_")
+    assert done["customer"] is not None
+    assert done["customer"].startswith("cus_")
     assert flow(receiver) == ["customer.created", "payment_method.attached", *PAYMENT_FLOW]
     charges = await client.v1.charges.list_async({"customer": done["customer"]})
     assert len(charges.data) == 1
@@ -105,7 +110,8 @@ async def test_async_payment(client: stripe.StripeClient, ctl: FakeStripeControl
     price = await one_time_price(client)
     created = await session(client, price)
     done = await ctl.complete_checkout(created.id, payment_method=method)
-    assert done["payment_status"] == "unpaid" and done["status"] == "complete"
+    assert done["payment_status"] == "unpaid"
+    assert done["status"] == "complete"
     settled = await ctl.settle_checkout(created.id)
     await ctl.wait_idle()
     types = flow(receiver)
@@ -195,7 +201,8 @@ async def test_payment_link_in_payment_mode(client: stripe.StripeClient, ctl: Fa
     assert (opened["mode"], opened["payment_link"], opened["customer_creation"]) == ("payment", link.id, "if_required")
     assert opened["client_reference_id"] == "u_9"
     done = await ctl.complete_checkout(opened["id"], payment_method="pm_card_visa")
-    assert done["customer"] is None and done["payment_status"] == "paid"
+    assert done["customer"] is None
+    assert done["payment_status"] == "paid"
     always = await client.v1.payment_links.create_async(
         {"line_items": [{"price": price, "quantity": 1}], "customer_creation": "always"}
     )

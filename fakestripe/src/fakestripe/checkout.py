@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import checkout_payment, errors, shapes_billing
+from . import checkout_payment, errors, shapes, shapes_billing
 from .billing import (
     NewSubscription,
     apply_metadata,
     check_items,
     create_subscription,
-    customer_json,
     get_customer,
     require_ready_clock,
 )
@@ -139,9 +138,9 @@ def complete(
     pm = None
     if payment_method is not None:
         if session.customer is None:
-            before = customer_json(core, customer)
+            before = shapes.customer(customer)
             customer.name = customer.name or name or "Jenny Rosen"
-            after = customer_json(core, customer)
+            after = shapes.customer(customer)
             core.emit(
                 "customer.updated", after, customer.test_clock, previous_attributes(before, after)
             )
@@ -205,7 +204,7 @@ def _buyer(
         invoice_prefix=core.store.random_token(8),
     )
     core.store.customers[customer.id] = customer
-    core.emit("customer.created", customer_json(core, customer), test_clock)
+    core.emit("customer.created", shapes.customer(customer), test_clock)
     return customer
 
 

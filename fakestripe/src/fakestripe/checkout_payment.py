@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors, payments, shapes_billing
-from .billing import apply_metadata, customer_json, get_customer, require_ready_clock
+from . import errors, payments, shapes, shapes_billing
+from .billing import apply_metadata, get_customer, require_ready_clock
 from .clock import DAY_S
 from .core import Core
 from .invoicing import TEST_CARDS, attach_payment_method, materialize_payment_method
@@ -100,7 +100,7 @@ def _buyer(core: Core, session: CheckoutSession, email: str) -> Customer | None:
         email=email, invoice_prefix=core.store.random_token(8),
     )  # fmt: skip
     core.store.customers[customer.id] = customer
-    core.emit("customer.created", customer_json(core, customer), None)
+    core.emit("customer.created", shapes.customer(customer), None)
     return customer
 
 

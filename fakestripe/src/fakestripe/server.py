@@ -88,7 +88,7 @@ class FakeStripe:
         app.cleanup_ctx.append(self._background)
         return app
 
-    async def _background(self, app: web.Application) -> AsyncIterator[None]:
+    async def _background(self, _app: web.Application) -> AsyncIterator[None]:
         await self.webhooks.start()
         ticker = asyncio.get_running_loop().create_task(
             self.lifecycle.tick_forever(self.tick_interval_s)
