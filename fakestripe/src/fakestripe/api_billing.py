@@ -418,7 +418,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         and ("subscription" not in p or s.subscription == p["subscription"])
         and ("status" not in p or s.status == p["status"])
         and ("payment_link" not in p or s.payment_link == p["payment_link"])
-        and "payment_intent" not in p
+        and ("payment_intent" not in p or s.payment_intent == p["payment_intent"])
         and (email is None or (s.customer_details or {}).get("email") == email)
         and in_range(s.created, p.get("created"))
     ]
