@@ -200,9 +200,7 @@ async def test_sdk_retries_through_flaky_api(fake: FakeStripe, ctl: FakeStripeCo
     assert (route.get("500"), route.get("reset")) == (1, 1)
 
 
-async def test_rps_limit_and_stats(
-    fake: FakeStripe, client: stripe.StripeClient, ctl: FakeStripeControl
-) -> None:
+async def test_rps_limit_and_stats(client: stripe.StripeClient, ctl: FakeStripeControl) -> None:
     """Past `rps_limit` requests per second the API answers 429 `rate_limit`; `/_fake/stats`
     counts requests per (method, route template) and status, and the busiest second."""
     customer = await client.v1.customers.create_async({})

@@ -294,9 +294,7 @@ async def test_feature_changes_notify_each_subscriber(
     ] == ["pro"]
 
 
-async def test_two_subscriptions_union_and_cancel_one(
-    client: stripe.StripeClient, ctl: FakeStripeControl
-) -> None:
+async def test_two_subscriptions_union_and_cancel_one(client: stripe.StripeClient) -> None:
     """A customer's entitlements are the union of its subscriptions; canceling one keeps
     the other's features. Source: https://docs.stripe.com/billing/entitlements."""
     a = await make_catalog(client, ("pro",), name="A")

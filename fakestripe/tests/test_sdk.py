@@ -9,13 +9,13 @@ import base64
 import aiohttp
 import pytest
 import stripe
-from fake_helpers import DAY, Receiver, close_http, make_catalog
+from fake_helpers import DAY, close_http, make_catalog
 
 from fakestripe import FakeStripe, FakeStripeControl
 
 
 async def test_every_read_endpoint_of_spec_section_8(
-    client: stripe.StripeClient, ctl: FakeStripeControl, receiver: Receiver
+    client: stripe.StripeClient, ctl: FakeStripeControl
 ) -> None:
     """Each read the worker makes returns the object it asked for through the SDK."""
     catalog = await make_catalog(client, ("pro", "export"))
@@ -81,7 +81,7 @@ async def test_pagination_walks_every_page_newest_first(client: stripe.StripeCli
     assert back.has_more is True
 
 
-async def test_list_filters(client: stripe.StripeClient, ctl: FakeStripeControl) -> None:
+async def test_list_filters(client: stripe.StripeClient) -> None:
     """Filters of the reads: customers by email/test_clock/created; subscriptions by status
     (default hides canceled), price and test_clock (hidden without it, like Stripe);
     products by active; sessions by status and payment_link; events by type wildcard and types[]."""

@@ -17,8 +17,6 @@ import pytest
 import stripe
 from fake_helpers import Receiver, make_catalog
 
-from fakestripe import FakeStripe, FakeStripeControl
-
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "stripe" / "fixtures3.json"
 EXTRA_KEYS = {"subscription": {"status_details"}}
 
@@ -40,7 +38,7 @@ def check(name: str, obj: dict[str, Any], expected: dict[str, set[str]]) -> None
 
 
 async def test_objects_have_stripes_key_sets(
-    fake: FakeStripe, client: stripe.StripeClient, ctl: FakeStripeControl, receiver: Receiver
+    client: stripe.StripeClient, receiver: Receiver
 ) -> None:
     """Customer, subscription (+ item), price, product, product feature, feature, active
     entitlement (+ summary), Checkout Session, invoice, event, test clock, payment method,

@@ -13,7 +13,7 @@ import asyncio
 import base64
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from . import errors, shapes, shapes_billing
+from . import errors, payments, shapes, shapes_billing, shapes_payments
 from .clock import API_VERSION
 from .core import Core
 from .events import CURRENT_REQUEST
@@ -139,69 +139,99 @@ def params(request: web.Request, endpoint: Endpoint) -> dict[str, Any]:
     return endpoint.check(raw)
 
 
-async def _serve_api(
-    fake: Fake, request: web.Request, handler: Handler, request_id: str
-) -> web.StreamResponse:
+async def _apply_faults(fake: Fake, request: web.Request) -> web.StreamResponse | None:
+    """The injected API faults; a response means the request ends here (a reset connection)."""
     faults = fake.faults
-    if faults.applies_to(request.method):
-        if faults.rps_limit is not None:
-            now = time.monotonic()
-            if fake.rate_window.count(now) >= faults.rps_limit:
-                raise errors.rate_limited()
-            fake.rate_window.add(now)
-        latency = faults.latency_s()
-        if latency > 0:
-            await asyncio.sleep(latency)
-        outcome = faults.roll()
-        if outcome == "reset" and request.transport is not None:
-            request[WAS_RESET] = True
-            request.transport.abort()
-            return web.Response(status=500)
-        if outcome == "429":
+    if not faults.applies_to(request.method):
+        return None
+    if faults.rps_limit is not None:
+        now = time.monotonic()
+        if fake.rate_window.count(now) >= faults.rps_limit:
             raise errors.rate_limited()
-        if outcome == "500":
-            raise errors.api_error()
-    key = authenticate(request, fake.api_keys)
-    request[RAW_PARAMS] = await read_params(request)
-    idem_key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
-    fingerprint = ""
-    if idem_key:
-        fingerprint = hashlib.sha256(
-            f"{request.method} {request.path} {sorted(request[RAW_PARAMS].items())!r}".encode()
-        ).hexdigest()
-        replay = fake.idempotency.get((key, idem_key))
-        if replay is not None and time.time() - replay.stored_at < IDEMPOTENCY_TTL_S:
-            if replay.fingerprint != fingerprint:
-                raise errors.StripeError(
-                    400,
-                    "Keys for idempotent requests can only be used with the same parameters "
-                    "they were first used with. Try using a key other than "
-                    f"'{idem_key}' if you meant to execute a different request.",
-                    type_="idempotency_error",
-                )
-            return web.Response(
-                body=replay.body,
-                status=replay.status,
-                content_type="application/json",
-                headers={"Idempotent-Replayed": "true"},
-            )
+        fake.rate_window.add(now)
+    latency = faults.latency_s()
+    if latency > 0:
+        await asyncio.sleep(latency)
+    outcome = faults.roll()
+    if outcome == "reset" and request.transport is not None:
+        request[WAS_RESET] = True
+        request.transport.abort()
+        return web.Response(status=500)
+    if outcome == "429":
+        raise errors.rate_limited()
+    if outcome == "500":
+        raise errors.api_error()
+    return None
+
+
+def _fingerprint(request: web.Request) -> str:
+    raw = sorted(request[RAW_PARAMS].items())
+    return hashlib.sha256(f"{request.method} {request.path} {raw!r}".encode()).hexdigest()
+
+
+def _replay(fake: Fake, key: str, idem_key: str, fingerprint: str) -> web.Response | None:
+    """The first answer to this `Idempotency-Key`, if one is stored and still fresh
+    (https://docs.stripe.com/api/idempotent_requests)."""
+    replay = fake.idempotency.get((key, idem_key))
+    if replay is None or time.time() - replay.stored_at >= IDEMPOTENCY_TTL_S:
+        return None
+    if replay.fingerprint != fingerprint:
+        raise errors.StripeError(
+            400,
+            "Keys for idempotent requests can only be used with the same parameters "
+            "they were first used with. Try using a key other than "
+            f"'{idem_key}' if you meant to execute a different request.",
+            type_="idempotency_error",
+        )
+    return web.Response(
+        body=replay.body,
+        status=replay.status,
+        content_type="application/json",
+        headers={"Idempotent-Replayed": "true"},
+    )
+
+
+def _remember(
+    fake: Fake, key: str, idem_key: str, fingerprint: str, response: web.StreamResponse
+) -> None:
+    # Stripe does not store 5xx or 429 answers: a retry with the same key runs again.
+    if not isinstance(response, web.Response) or response.status >= 500 or response.status == 429:
+        return
+    body = response.body if isinstance(response.body, bytes) else b""
+    fake.idempotency[(key, idem_key)] = Replay(fingerprint, response.status, body, time.time())
+
+
+async def _run_handler(
+    fake: Fake, request: web.Request, handler: Handler, request_id: str, idem_key: str | None
+) -> web.StreamResponse:
     token = CURRENT_REQUEST.set((request_id, idem_key))
     try:
         with fake.core.operation():
             try:
-                response = await handler(request)
+                return await handler(request)
             except errors.StripeError as exc:
-                response = error_response(exc)
+                return error_response(exc)
     finally:
         CURRENT_REQUEST.reset(token)
-    if (
-        idem_key
-        and isinstance(response, web.Response)
-        and response.status < 500
-        and response.status != 429
-    ):
-        body = response.body if isinstance(response.body, bytes) else b""
-        fake.idempotency[(key, idem_key)] = Replay(fingerprint, response.status, body, time.time())
+
+
+async def _serve_api(
+    fake: Fake, request: web.Request, handler: Handler, request_id: str
+) -> web.StreamResponse:
+    faulted = await _apply_faults(fake, request)
+    if faulted is not None:
+        return faulted
+    key = authenticate(request, fake.api_keys)
+    request[RAW_PARAMS] = await read_params(request)
+    idem_key = request.headers.get("Idempotency-Key") if request.method == "POST" else None
+    if not idem_key:
+        return await _run_handler(fake, request, handler, request_id, None)
+    fingerprint = _fingerprint(request)
+    replayed = _replay(fake, key, idem_key, fingerprint)
+    if replayed is not None:
+        return replayed
+    response = await _run_handler(fake, request, handler, request_id, idem_key)
+    _remember(fake, key, idem_key, fingerprint, response)
     return response
 
 
@@ -236,35 +266,36 @@ async def stripe_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def resolver(core: Core) -> Resolver:
+    """Renders the object an id names, for `expand[]`; None when there is none."""
     store = core.store
+    # Id prefix → (the store's table, the renderer of one of its objects).
+    tables: dict[str, tuple[Mapping[str, Any], Callable[[Any], JSON]]] = {
+        "cus_": (store.customers, shapes.customer),
+        "sub_": (store.subscriptions, lambda s: shapes_billing.subscription(store, s)),
+        "in_": (store.invoices, lambda i: shapes_billing.invoice(store, i)),
+        "clock_": (store.clocks, shapes.test_clock),
+        "price_": (store.prices, shapes.price),
+        "prod_": (store.products, shapes.product),
+        "feat_": (store.features, shapes.feature),
+        "pm_": (store.payment_methods, shapes.payment_method),
+        "cs_": (store.sessions, lambda s: shapes_billing.checkout_session(store, s)),
+    }
 
     def resolve(object_id: str) -> JSON | None:
-        if object_id.startswith("cus_") and object_id in store.customers:
-            return shapes.customer(store.customers[object_id])
-        if object_id.startswith("sub_") and object_id in store.subscriptions:
-            return shapes_billing.subscription(store, store.subscriptions[object_id])
-        if object_id.startswith("in_") and object_id in store.invoices:
-            return shapes_billing.invoice(store, store.invoices[object_id])
-        if object_id.startswith("clock_") and object_id in store.clocks:
-            return shapes.test_clock(store.clocks[object_id])
-        if object_id.startswith("price_") and object_id in store.prices:
-            return shapes.price(store.prices[object_id])
-        if object_id.startswith("prod_") and object_id in store.products:
-            return shapes.product(store.products[object_id])
-        if object_id.startswith("feat_") and object_id in store.features:
-            return shapes.feature(store.features[object_id])
-        if object_id.startswith("pm_") and object_id in store.payment_methods:
-            return shapes.payment_method(store.payment_methods[object_id])
-        if object_id.startswith("cs_") and object_id in store.sessions:
-            return shapes_billing.checkout_session(store, store.sessions[object_id])
-        return None
+        prefix = object_id.split("_", 1)[0] + "_"
+        table = tables.get(prefix)
+        if table is None or object_id not in table[0]:
+            return shapes_payments.resolve(store, object_id)
+        return table[1](table[0][object_id])
 
     return resolve
 
 
 def respond(request: web.Request, obj: JSON, p: dict[str, Any]) -> web.Response:
     if p.get("expand"):
-        expand(obj, p["expand"], resolver(fake_of(request).core))
+        core = fake_of(request).core
+        payments.include(core, obj, p["expand"])
+        expand(obj, p["expand"], resolver(core))
     return json_response(obj)
 
 

@@ -64,10 +64,6 @@ def get_customer(core: Core, customer_id: str, param: str = "customer") -> Custo
     return customer
 
 
-def customer_json(core: Core, customer: Customer) -> JSON:
-    return shapes.customer(customer)
-
-
 def create_customer(core: Core, p: dict[str, Any]) -> Customer:
     clock_id = p.get("test_clock")
     if clock_id is not None:
@@ -102,7 +98,7 @@ def create_customer(core: Core, p: dict[str, Any]) -> Customer:
             attached.append(pm)
             customer.default_payment_method = pm.id
     core.store.customers[customer.id] = customer
-    core.emit("customer.created", customer_json(core, customer), clock_id)
+    core.emit("customer.created", shapes.customer(customer), clock_id)
     for pm in attached:
         attach_payment_method(core, pm, customer)
     return customer
@@ -110,7 +106,7 @@ def create_customer(core: Core, p: dict[str, Any]) -> Customer:
 
 def update_customer(core: Core, customer: Customer, p: dict[str, Any]) -> Customer:
     require_ready_clock(core, customer.test_clock)
-    before = customer_json(core, customer)
+    before = shapes.customer(customer)
     for key in ("email", "name", "description", "phone"):
         if key in p:
             setattr(customer, key, None if p[key] is UNSET else p[key])
@@ -132,7 +128,7 @@ def update_customer(core: Core, customer: Customer, p: dict[str, Any]) -> Custom
                 )
             attach_payment_method(core, pm, customer)
             customer.default_payment_method = pm.id
-    after = customer_json(core, customer)
+    after = shapes.customer(customer)
     changed = previous_attributes(before, after)
     if changed:
         core.emit("customer.updated", after, customer.test_clock, changed)
@@ -144,7 +140,7 @@ def delete_customer(core: Core, customer: Customer) -> None:
     for sub in core.store.subscriptions_of(customer.id):
         if sub.status not in ("canceled", "incomplete_expired"):
             cancel(core, sub, reason="cancellation_requested")
-    snapshot = customer_json(core, customer)
+    snapshot = shapes.customer(customer)
     core.entitlements.flush(core.store, core.emit)
     customer.deleted = True
     core.emit("customer.deleted", snapshot, customer.test_clock)
@@ -277,6 +273,23 @@ def _update_subscription(core: Core, sub: Subscription, p: dict[str, Any]) -> Su
             "A canceled subscription can only update its cancellation_details and metadata."
         )
     before = sub_json(core, sub)
+    _update_details(core, sub, p)
+    if "items" in p:
+        change_items(core, sub, p["items"], now)
+    _update_cancellation(sub, p, now)
+    if "pause_collection" in p:
+        _update_pause(sub, p["pause_collection"])
+    ending_trial = _update_trial(sub, p, now)
+    after = sub_json(core, sub)
+    if previous_attributes(before, after):
+        emit_subscription(core, "customer.subscription.updated", sub, before)
+    if ending_trial:
+        end_trial(core, sub)
+    return sub
+
+
+def _update_details(core: Core, sub: Subscription, p: dict[str, Any]) -> None:
+    """`metadata`, `description` and `default_payment_method`."""
     if "metadata" in p:
         apply_metadata(sub.metadata, p["metadata"])
     if "description" in p:
@@ -289,30 +302,43 @@ def _update_subscription(core: Core, sub: Subscription, p: dict[str, Any]) -> Su
             pm = materialize_payment_method(core, ref, sub.test_clock, "default_payment_method")
             attach_payment_method(core, pm, core.store.customers[sub.customer])
             sub.default_payment_method = pm.id
-    if "items" in p:
-        change_items(core, sub, p["items"], now)
+
+
+def _clear_cancellation(sub: Subscription) -> None:
+    sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at = False, None, None
+
+
+def _update_cancellation(sub: Subscription, p: dict[str, Any], now: int) -> None:
+    """`cancel_at_period_end` and `cancel_at`: setting one clears the other, as on Stripe
+    (https://docs.stripe.com/billing/subscriptions/cancel)."""
     if "cancel_at_period_end" in p:
         if p["cancel_at_period_end"]:
             sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at = True, period_end(sub), now
         else:
-            sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at = False, None, None
+            _clear_cancellation(sub)
     if "cancel_at" in p:
         if p["cancel_at"] is UNSET:
-            sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at = False, None, None
-        else:
-            at = int(p["cancel_at"])
-            if at <= now:
-                raise errors.invalid_value("cancel_at", "cancel_at must be in the future.")
-            sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at = False, at, now
-    if "pause_collection" in p:
-        pause = p["pause_collection"]
-        if pause is UNSET:
-            sub.pause_behavior, sub.pause_resumes_at = None, None
-        else:
-            if "behavior" not in pause:
-                raise errors.missing_parameter("pause_collection[behavior]")
-            sub.pause_behavior = pause["behavior"]
-            sub.pause_resumes_at = pause.get("resumes_at")
+            _clear_cancellation(sub)
+            return
+        at = int(p["cancel_at"])
+        if at <= now:
+            raise errors.invalid_value("cancel_at", "cancel_at must be in the future.")
+        sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at = False, at, now
+
+
+def _update_pause(sub: Subscription, pause: Any) -> None:
+    """`pause_collection` (https://docs.stripe.com/billing/subscriptions/pause-payment)."""
+    if pause is UNSET:
+        sub.pause_behavior, sub.pause_resumes_at = None, None
+        return
+    if "behavior" not in pause:
+        raise errors.missing_parameter("pause_collection[behavior]")
+    sub.pause_behavior = pause["behavior"]
+    sub.pause_resumes_at = pause.get("resumes_at")
+
+
+def _update_trial(sub: Subscription, p: dict[str, Any], now: int) -> bool:
+    """`trial_end` and `trial_settings`; True when the trial is to end now."""
     ending_trial = False
     if "trial_end" in p and sub.status == "trialing":
         value = p["trial_end"]
@@ -326,50 +352,14 @@ def _update_subscription(core: Core, sub: Subscription, p: dict[str, Any]) -> Su
         behavior = p["trial_settings"].get("end_behavior", {}).get("missing_payment_method")
         if behavior:
             sub.trial_end_behavior = behavior
-    after = sub_json(core, sub)
-    if previous_attributes(before, after):
-        emit_subscription(core, "customer.subscription.updated", sub, before)
-    if ending_trial:
-        end_trial(core, sub)
-    return sub
+    return ending_trial
 
 
 def change_items(core: Core, sub: Subscription, changes: list[dict[str, Any]], now: int) -> None:
     """Upgrade, downgrade, add or remove items; prorations are not invoiced (documented)."""
     items = {item.id: item for item in sub.items}
     for index, change in enumerate(changes):
-        item_id = change.get("id")
-        if item_id is not None and item_id not in items:
-            raise errors.resource_missing("subscription_item", item_id, param=f"items[{index}][id]")
-        if change.get("deleted"):
-            if item_id is None:
-                raise errors.missing_parameter(f"items[{index}][id]")
-            del items[item_id]
-            continue
-        price_id = change.get("price")
-        if price_id is not None:
-            check_items(core, [(price_id, 1)], "items")
-        if item_id is None:
-            if price_id is None:
-                raise errors.missing_parameter(f"items[{index}][price]")
-            start = min(i.current_period_start for i in sub.items)
-            new = SubscriptionItem(
-                id=core.store.new_id("subscription_item"),
-                created=now,
-                price=price_id,
-                quantity=change.get("quantity", 1),
-                current_period_start=start,
-                current_period_end=period_end(sub),
-            )
-            items[new.id] = new
-            continue
-        item = items[item_id]
-        if price_id is not None:
-            item.price = price_id
-        if "quantity" in change:
-            item.quantity = change["quantity"]
-        if "metadata" in change:
-            apply_metadata(item.metadata, change["metadata"])
+        _change_item(core, sub, items, index, change, now)
     if not items:
         raise errors.invalid_request(
             "A subscription must have at least one active item.", param="items"
@@ -377,6 +367,48 @@ def change_items(core: Core, sub: Subscription, changes: list[dict[str, Any]], n
     sub.items = list(items.values())
     check_items(core, [(item.price, item.quantity) for item in sub.items], "items")
     interval_of(core, sub)
+
+
+def _change_item(
+    core: Core,
+    sub: Subscription,
+    items: dict[str, SubscriptionItem],
+    index: int,
+    change: dict[str, Any],
+    now: int,
+) -> None:
+    """One entry of `items[]`: delete (`deleted` with `id`), add (no `id`) or change (`id`)."""
+    item_id = change.get("id")
+    if item_id is not None and item_id not in items:
+        raise errors.resource_missing("subscription_item", item_id, param=f"items[{index}][id]")
+    if change.get("deleted"):
+        if item_id is None:
+            raise errors.missing_parameter(f"items[{index}][id]")
+        del items[item_id]
+        return
+    price_id = change.get("price")
+    if price_id is not None:
+        check_items(core, [(price_id, 1)], "items")
+    if item_id is None:
+        if price_id is None:
+            raise errors.missing_parameter(f"items[{index}][price]")
+        new = SubscriptionItem(
+            id=core.store.new_id("subscription_item"),
+            created=now,
+            price=price_id,
+            quantity=change.get("quantity", 1),
+            current_period_start=min(i.current_period_start for i in sub.items),
+            current_period_end=period_end(sub),
+        )
+        items[new.id] = new
+        return
+    item = items[item_id]
+    if price_id is not None:
+        item.price = price_id
+    if "quantity" in change:
+        item.quantity = change["quantity"]
+    if "metadata" in change:
+        apply_metadata(item.metadata, change["metadata"])
 
 
 def cancel_now(core: Core, sub: Subscription) -> Subscription:

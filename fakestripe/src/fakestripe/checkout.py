@@ -21,13 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors, shapes_billing
+from . import checkout_payment, errors, shapes, shapes_billing
 from .billing import (
     NewSubscription,
     apply_metadata,
     check_items,
     create_subscription,
-    customer_json,
     get_customer,
     require_ready_clock,
 )
@@ -45,9 +44,11 @@ def session_json(core: Core, session: CheckoutSession) -> JSON:
 
 
 def create_session(core: Core, p: dict[str, Any]) -> CheckoutSession:
+    if p["mode"] == "payment":
+        return checkout_payment.create_session(core, p)
     if p["mode"] != "subscription":
         raise errors.invalid_value(
-            "mode", "The fake Stripe supports Checkout Sessions in mode=subscription only."
+            "mode", "The fake Stripe supports Checkout Sessions in mode=subscription and mode=payment only."
         )
     if "customer" in p and "customer_email" in p:
         raise errors.invalid_request(
@@ -111,6 +112,8 @@ def complete(
     name: str | None = None,
 ) -> CheckoutSession:
     """The buyer submits the Checkout page; see the module docstring for the events."""
+    if session.mode == "payment":
+        return checkout_payment.complete(core, session, payment_method=payment_method, email=email, name=name)
     if session.status != "open":
         raise errors.invalid_request(
             f"This Checkout Session is {session.status}; only an open session can be completed.",
@@ -135,9 +138,9 @@ def complete(
     pm = None
     if payment_method is not None:
         if session.customer is None:
-            before = customer_json(core, customer)
+            before = shapes.customer(customer)
             customer.name = customer.name or name or "Jenny Rosen"
-            after = customer_json(core, customer)
+            after = shapes.customer(customer)
             core.emit(
                 "customer.updated", after, customer.test_clock, previous_attributes(before, after)
             )
@@ -201,7 +204,7 @@ def _buyer(
         invoice_prefix=core.store.random_token(8),
     )
     core.store.customers[customer.id] = customer
-    core.emit("customer.created", customer_json(core, customer), test_clock)
+    core.emit("customer.created", shapes.customer(customer), test_clock)
     return customer
 
 

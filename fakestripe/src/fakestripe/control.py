@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +40,7 @@ def _bad(message: str) -> errors.StripeError:
 
 
 @routes.get("/_fake/health")
-async def health(request: web.Request) -> web.Response:
+async def health(_request: web.Request) -> web.Response:
     return json_response({"ok": True})
 
 
@@ -85,45 +86,59 @@ async def get_settings(request: web.Request) -> web.Response:
     return json_response(fake_of(request).core.settings.to_json())
 
 
+def _exhausted_action(name: str, value: Any) -> str:
+    if value not in RETRY_EXHAUSTED_ACTIONS:
+        raise _bad(f"{name} must be one of {', '.join(RETRY_EXHAUSTED_ACTIONS)}")
+    return str(value)
+
+
+def _days(name: str, value: Any) -> list[float]:
+    if not isinstance(value, list) or not all(_is_number(d) and d >= 0 for d in value):
+        raise _bad(f"{name} must be a list of numbers of days")
+    if value != sorted(value):
+        raise _bad(f"{name} must be increasing")
+    return [float(d) for d in value]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _whole_seconds(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _bad(f"{name} must be an integer >= 0")
+    return value
+
+
+def _seconds(name: str, value: Any) -> float:
+    if not _is_number(value) or value < 0:
+        raise _bad(f"{name} must be a number >= 0")
+    return float(value)
+
+
+# How each setting of `clock.Settings` is checked; a setting missing here cannot be changed.
+SETTING_PARSERS: dict[str, Callable[[str, Any], Any]] = {
+    "retry_exhausted_action": _exhausted_action,
+    "retry_schedule_days": _days,
+    "invoice_finalize_delay_s": _whole_seconds,
+    "incomplete_expiry_s": _whole_seconds,
+    "trial_will_end_before_s": _whole_seconds,
+    "event_retention_s": _whole_seconds,
+    "clock_advance_delay_s": _seconds,
+}
+
+
 @routes.post("/_fake/settings")
 async def update_settings(request: web.Request) -> web.Response:
+    """Change settings; on a bad value nothing changes."""
     body = await body_of(request)
     settings = fake_of(request).core.settings
-    allowed = set(settings.to_json())
-    unknown = set(body) - allowed
+    unknown = set(body) - set(SETTING_PARSERS)
     if unknown:
         raise _bad(f"unknown setting(s): {', '.join(sorted(unknown))}")
-    if "retry_exhausted_action" in body:
-        if body["retry_exhausted_action"] not in RETRY_EXHAUSTED_ACTIONS:
-            raise _bad(
-                f"retry_exhausted_action must be one of {', '.join(RETRY_EXHAUSTED_ACTIONS)}"
-            )
-        settings.retry_exhausted_action = body["retry_exhausted_action"]
-    if "retry_schedule_days" in body:
-        days = body["retry_schedule_days"]
-        if not isinstance(days, list) or not all(
-            isinstance(d, int | float) and not isinstance(d, bool) and d >= 0 for d in days
-        ):
-            raise _bad("retry_schedule_days must be a list of numbers of days")
-        if days != sorted(days):
-            raise _bad("retry_schedule_days must be increasing")
-        settings.retry_schedule_days = [float(d) for d in days]
-    for name in (
-        "invoice_finalize_delay_s",
-        "incomplete_expiry_s",
-        "trial_will_end_before_s",
-        "event_retention_s",
-    ):
-        if name in body:
-            value = body[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise _bad(f"{name} must be an integer >= 0")
-            setattr(settings, name, value)
-    if "clock_advance_delay_s" in body:
-        value = body["clock_advance_delay_s"]
-        if not isinstance(value, int | float) or value < 0:
-            raise _bad("clock_advance_delay_s must be a number >= 0")
-        settings.clock_advance_delay_s = float(value)
+    parsed = {name: SETTING_PARSERS[name](name, value) for name, value in body.items()}
+    for name, value in parsed.items():
+        setattr(settings, name, value)
     return json_response(settings.to_json())
 
 

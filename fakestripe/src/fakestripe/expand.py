@@ -42,6 +42,8 @@ EXPANDABLE: dict[str, frozenset[str]] = {
             "default_payment_method",
             "default_source",
             "parent.subscription_details.subscription",
+            # includable (payments.py adds it when asked for)
+            "payments",
         }
     ),
     "checkout.session": frozenset(
@@ -52,6 +54,11 @@ EXPANDABLE: dict[str, frozenset[str]] = {
     "entitlements.active_entitlement": frozenset({"feature"}),
     "payment_method": frozenset({"customer"}),
     "line_item": frozenset(),
+    "item": frozenset({"price.product"}),
+    "charge": frozenset({"customer", "payment_intent", "payment_method"}),
+    "payment_intent": frozenset({"customer", "latest_charge", "payment_method"}),
+    "dispute": frozenset({"charge", "payment_intent"}),
+    "refund": frozenset({"charge", "payment_intent"}),
     "subscription_item": frozenset(),
 }
 
@@ -81,6 +88,8 @@ def _not_expandable(path: str) -> errors.StripeError:
 def _walk(
     node: Any, segments: list[str], path: str, resolve: Resolver, kind: str | None, rel: str
 ) -> None:
+    """Expand `segments` below `node`; `kind` is the object type whose field `rel` (a dotted
+    prefix, empty at an object's top) is being walked."""
     if not segments or node is None:
         return
     if isinstance(node, list):
@@ -89,14 +98,24 @@ def _walk(
         return
     if not isinstance(node, dict):
         raise _not_expandable(path)
-    if node.get("object") == "list" and not rel:
+    if rel:
+        _walk_field(node, segments, path, resolve, kind, rel)
+        return
+    if node.get("object") == "list":
+        # Paths through a list object go through its `data`.
         if segments[0] != "data":
             raise _not_expandable(path)
         _walk(node.get("data"), segments[1:], path, resolve, None, "")
         return
-    if not rel:
-        object_type = node.get("object")
-        kind = object_type if isinstance(object_type, str) else kind
+    object_type = node.get("object")
+    _walk_field(
+        node, segments, path, resolve, object_type if isinstance(object_type, str) else kind, ""
+    )
+
+
+def _walk_field(
+    node: JSON, segments: list[str], path: str, resolve: Resolver, kind: str | None, rel: str
+) -> None:
     head, rest = segments[0], segments[1:]
     if head not in node:
         raise _not_expandable(path)
@@ -108,8 +127,7 @@ def _walk(
             if resolved is None:
                 raise _not_expandable(path)
             node[head] = value = resolved
-        if rest:
-            _walk(value, rest, path, resolve, None, "")
+        _walk(value, rest, path, resolve, None, "")
         return
     if not rest or not isinstance(value, dict | list):
         raise _not_expandable(path)

@@ -24,6 +24,7 @@ import hmac
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from hashlib import sha256
 from typing import Any
@@ -64,6 +65,49 @@ def _rate(value: Any, name: str) -> float:
     raise ValueError(f"{name} must be a probability between 0 and 1")
 
 
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false")
+    return value
+
+
+def _schedule(value: Any, name: str) -> tuple[float, ...]:
+    if not isinstance(value, list) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value
+    ):
+        raise ValueError(f"{name} must be a list of seconds")
+    return tuple(float(v) for v in value)
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1")
+    return value
+
+
+def _seed(value: Any, name: str) -> int | None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"{name} must be an integer or null")
+    return value
+
+
+# How each option of `EndpointFaults` is read from JSON.
+FAULT_PARSERS: dict[str, Callable[[Any, str], Any]] = {
+    "delay_s": _number_or_range,
+    "duplicate_rate": _rate,
+    "duplicate_new_id_rate": _rate,
+    "drop_rate": _rate,
+    "shuffle_window_s": lambda v, n: _number_or_range(v, n)[1],
+    "retry": _flag,
+    "retry_backoff_scale": lambda v, n: _number_or_range(v, n)[0],
+    "retry_schedule_s": _schedule,
+    "max_in_flight": _positive_int,
+    # A zero timeout would fail every delivery before it is sent.
+    "timeout_s": lambda v, n: max(0.01, _number_or_range(v, n)[0]),
+    "seed": _seed,
+}
+
+
 @dataclass
 class EndpointFaults:
     delay_s: tuple[float, float] = (0.0, 0.0)
@@ -80,55 +124,12 @@ class EndpointFaults:
 
     @classmethod
     def from_json(cls, body: JSON) -> EndpointFaults:
-        known = {
-            "delay_s",
-            "duplicate_rate",
-            "duplicate_new_id_rate",
-            "shuffle_window_s",
-            "drop_rate",
-            "retry",
-            "retry_backoff_scale",
-            "retry_schedule_s",
-            "max_in_flight",
-            "timeout_s",
-            "seed",
-        }
-        unknown = set(body) - known
+        unknown = set(body) - set(FAULT_PARSERS)
         if unknown:
             raise ValueError(f"unknown fault option(s): {', '.join(sorted(unknown))}")
         out = cls()
-        if "delay_s" in body:
-            out.delay_s = _number_or_range(body["delay_s"], "delay_s")
-        for name in ("duplicate_rate", "duplicate_new_id_rate", "drop_rate"):
-            if name in body:
-                setattr(out, name, _rate(body[name], name))
-        if "shuffle_window_s" in body:
-            out.shuffle_window_s = _number_or_range(body["shuffle_window_s"], "shuffle_window_s")[1]
-        if "retry" in body:
-            if not isinstance(body["retry"], bool):
-                raise ValueError("retry must be true or false")
-            out.retry = body["retry"]
-        if "retry_backoff_scale" in body:
-            out.retry_backoff_scale = _number_or_range(
-                body["retry_backoff_scale"], "retry_backoff_scale"
-            )[0]
-        if "retry_schedule_s" in body:
-            schedule = body["retry_schedule_s"]
-            if not isinstance(schedule, list) or not all(
-                isinstance(v, int | float) for v in schedule
-            ):
-                raise ValueError("retry_schedule_s must be a list of seconds")
-            out.retry_schedule_s = tuple(float(v) for v in schedule)
-        if "max_in_flight" in body:
-            if not isinstance(body["max_in_flight"], int) or body["max_in_flight"] < 1:
-                raise ValueError("max_in_flight must be an integer >= 1")
-            out.max_in_flight = body["max_in_flight"]
-        if "timeout_s" in body:
-            out.timeout_s = max(0.01, _number_or_range(body["timeout_s"], "timeout_s")[0])
-        if "seed" in body:
-            if body["seed"] is not None and not isinstance(body["seed"], int):
-                raise ValueError("seed must be an integer or null")
-            out.seed = body["seed"]
+        for name, value in body.items():
+            setattr(out, name, FAULT_PARSERS[name](value, name))
         return out
 
     def to_json(self) -> JSON:
