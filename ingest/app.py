@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 from ingest import metrics
 from ingest.verify import RejectedError, verify
 from shared.bootstrap import bootstrap
-from shared.coordination import BadEventError, Coordinator, Keys, route
+from shared.coordination import BadEventError, Coordinator, Keys, event_hints, route
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -107,6 +107,7 @@ async def webhook(request: web.Request) -> web.Response:
             "created": event.get("created"),
             "received_at": int(time.time() * 1000),
             "source": "webhook",
+            **event_hints(event),
         }
         coordinator = request.app[COORDINATOR]
         # A thin event may share its id with the snapshot event the Events API poller later
