@@ -31,6 +31,7 @@ from shared.coordination import (
     Keys,
     Route,
     created_of,
+    event_hints,
     route,
 )
 from shared.settings import Settings
@@ -113,7 +114,7 @@ async def webhook(request: web.Request) -> web.Response:
             metrics.EVENTS_RECEIVED.labels(event_type, "ignored").inc()
             log.debug("ingest.ignored")
             return _json({"received": True, "ignored": True})
-        record = AcceptedEvent.now(event_id, event_type, "webhook", created)
+        record = AcceptedEvent.now(event_id, event_type, "webhook", created, **event_hints(event))
         # A thin event may share its id with the snapshot event the Events API poller later
         # feeds for it; keep their dedupe keys apart so the snapshot is not taken for a repeat.
         dedupe_id = event_id if event["object"] == "event" else f"thin:{event_id}"

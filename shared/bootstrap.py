@@ -149,7 +149,10 @@ async def bootstrap(
                 rate_per_s=settings.stripe_rate_limit,
                 endpoint_rate_per_s=settings.stripe_endpoint_rate_limit,
             )
-            client, http = create_client(settings.api_key, settings.stripe_api_base, limiter)
+            client, http = create_client(
+                settings.api_key, settings.stripe_api_base, limiter,
+                endpoint_concurrency=settings.stripe_endpoint_concurrency,
+            )
             stack.push_async_callback(http.close_async)
             services._stripe = StripeParts(client=client, http=http, reader=StripeReader(client), limiter=limiter)
         yield services

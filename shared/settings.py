@@ -103,12 +103,19 @@ class Settings(BaseSettings):
     # --- additions to SPEC section 3 (tuning; defaults suit production) ---
     # Stripe's default per-endpoint limit; one bucket per endpoint beside the overall one.
     stripe_endpoint_rate_limit: float = 25.0
+    # Requests in flight at once per endpoint, per process: Stripe sheds concurrent requests to
+    # one endpoint with 429 `endpoint-concurrency` (SPEC section 8).
+    stripe_endpoint_concurrency: int = 5
+    # Share of customer syncs that also read Stripe's own active entitlements, to compare with
+    # ours (an audit: ours decide, and the catalog poll finds feature changes). 0 turns it off.
+    stripe_entitlements_audit: float = 0.01
     # How long a burst for one customer is gathered before its sync runs.
     coalesce_window: DurationSetting = Duration(1.0)
     # Prefix of every Redis key we own (arq's own keys are namespaced by the queue name).
     redis_prefix: str = "entitled"
     # How often the Events API poller and the full sweep run (cron, once per schedule).
     reconcile_events_every: DurationSetting = Duration(300.0)
+    reconcile_catalog_every: DurationSetting = Duration(300.0)
     reconcile_sweep_every: DurationSetting = Duration(86400.0)
     # MAXLEN (approximate) of the access-changed stream.
     stream_maxlen: int = 1_000_000
@@ -141,6 +148,20 @@ class Settings(BaseSettings):
     def _positive_rate(cls, v: float) -> float:
         if v <= 0:
             raise ValueError("must be a positive number of requests per second")
+        return v
+
+    @field_validator("stripe_endpoint_concurrency")
+    @classmethod
+    def _positive_concurrency(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1")
+        return v
+
+    @field_validator("stripe_entitlements_audit")
+    @classmethod
+    def _share(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError("must be a share between 0 and 1")
         return v
 
     @field_validator("database_url")

@@ -97,6 +97,15 @@ async def events_cron(ctx: dict[str, Any]) -> str:
     return "queued"
 
 
+async def catalog_cron(ctx: dict[str, Any]) -> str:
+    """Every RECONCILE_CATALOG_EVERY: the catalog poll (as the catalog unit: one at a time)."""
+    deps: Services = ctx["deps"]
+    if not await _claimed(ctx, "catalog", deps.settings.reconcile_catalog_every.s):
+        return "claimed by another worker"
+    await deps.coordinator.accept_catalog("*", reason="catalog_poll")
+    return "queued"
+
+
 async def sweep_cron(ctx: dict[str, Any]) -> str:
     """Every RECONCILE_SWEEP_EVERY: the full sweep."""
     deps: Services = ctx["deps"]
@@ -147,6 +156,8 @@ def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = 
     crons: list[CronJob] = [
         cron(events_cron, name="reconcile_events", unique=True, keep_result=0, timeout=60,
              **cron_fields(settings.reconcile_events_every.s, "RECONCILE_EVENTS_EVERY")),
+        cron(catalog_cron, name="reconcile_catalog", unique=True, keep_result=0, timeout=60,
+             **cron_fields(settings.reconcile_catalog_every.s, "RECONCILE_CATALOG_EVERY")),
         cron(sweep_cron, name="reconcile_sweep", unique=True, keep_result=0, timeout=SWEEP_TIMEOUT_S,
              **cron_fields(settings.reconcile_sweep_every.s, "RECONCILE_SWEEP_EVERY")),
     ]

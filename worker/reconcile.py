@@ -4,9 +4,10 @@
   same path as a webhook (deduplicated by id), so events whose deliveries were lost still act.
 - `sweep`: lists every subscription and every customer, compares them with our copy and queues
   a sync for each customer that differs (keyed by customer, not by creation date: an old
-  subscription that changed yesterday is found), and refreshes the catalog.
-- `refresh_catalog`: the catalog job: product, price and feature changes update the product ->
-  features cache and resync the customers whose products' features changed.
+  subscription that changed yesterday is found).
+- `refresh_catalog`: the catalog job: the catalog poll (every `RECONCILE_CATALOG_EVERY`) and
+  product and price events update the product -> features cache and resync the customers whose
+  products changed.
 
 Both cron jobs run once per schedule however many workers there are (`Coordinator.claim_cron`).
 """
@@ -30,6 +31,7 @@ from shared.coordination import (
     EventSource,
     Unit,
     created_of,
+    event_hints,
     route_snapshot,
 )
 from worker import catalog
@@ -74,7 +76,7 @@ async def feed_event(deps: Services, event: Mapping[str, Any], source: EventSour
         return "refused"
     if work.unit is None:
         return "ignored"
-    record = AcceptedEvent.now(str(event["id"]), str(event["type"]), source, created)
+    record = AcceptedEvent.now(str(event["id"]), str(event["type"]), source, created, **event_hints(event))
     return await deps.coordinator.accept(work.unit, event=record, dedupe_id=record.id, reason=record.type,
                                          catalog_item=work.catalog_item)
 
@@ -132,12 +134,12 @@ async def _our_fingerprints(deps: Services) -> dict[str, dict[str, tuple[Any, ..
     return ours
 
 
-async def _queue_all(deps: Services, customer_ids: set[str]) -> None:
+async def _queue_all(deps: Services, customer_ids: set[str], *, reason: str = "reconcile") -> None:
     """Concurrent accepts share Redis round trips (coordination/batching.py): after an outage
     this queues every customer, 10,000 in 0.6 s rather than 2.9 s one at a time."""
     ordered = sorted(customer_ids)
     for start in range(0, len(ordered), ACCEPT_BATCH):
-        await asyncio.gather(*(deps.coordinator.accept(Unit.customer(cid), reason="reconcile")
+        await asyncio.gather(*(deps.coordinator.accept(Unit.customer(cid), reason=reason)
                                for cid in ordered[start:start + ACCEPT_BATCH]))
 
 
@@ -193,10 +195,8 @@ async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]
     # Customers we hold that Stripe no longer lists were deleted.
     differing |= {c for c, (_, _, deleted) in known.items() if c not in listed and not deleted}
 
+    # The catalog is the catalog poll's (RECONCILE_CATALOG_EVERY), not the sweep's.
     await _queue_all(deps, differing)
-    products = await catalog.all_products(deps.reader)
-    if products:
-        await deps.coordinator.accept_catalog("*", reason="reconcile")
     took = time.monotonic() - started
     result = {"subscriptions": seen, "customers": len(listed), "queued": len(differing), "seconds": int(took)}
     await _save_cursor(deps, "sweep", datetime.now(UTC).isoformat(), result)
@@ -205,24 +205,24 @@ async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]
 
 
 async def refresh_catalog(deps: Services) -> None:
-    """The catalog job: refresh what the dirty set names, then resync the affected customers."""
+    """The catalog job: poll the whole catalog (`*`: the cron, the sweep, a thin event naming
+    nothing), or refresh the products the dirty set names; then resync the holders of every
+    product that changed."""
     items = await deps.coordinator.take_catalog_items()
     try:
         if "*" in items:
-            product_ids = set(await catalog.all_products(deps.reader))
-            product_ids |= {r["product_id"] for r in await deps.pool.fetch("SELECT product_id FROM catalog_products")}
+            polled = await catalog.poll(deps.pool, deps.reader)
+            changed, products = set(polled.changed), polled.held
         else:
             product_ids = {i.removeprefix("product:") for i in items if i.startswith("product:")}
             feature_ids = {i.removeprefix("feature:") for i in items if i.startswith("feature:")}
             if feature_ids:
                 product_ids |= await catalog.products_with_features(deps.pool, feature_ids)
-        changed = await catalog.refresh(deps.pool, deps.reader, product_ids)
+            changed, products = await catalog.refresh(deps.pool, deps.reader, product_ids), len(product_ids)
     except BaseException:
         await deps.coordinator.return_catalog_items(items)
         raise
     customers = await catalog.customers_with_products(deps.pool, changed) if changed else []
-    for cid in customers:
-        await deps.coordinator.accept(Unit.customer(cid), reason="catalog")
-    log.info("catalog.done", items=sorted(items)[:20], products=len(product_ids), changed=sorted(changed),
+    await _queue_all(deps, set(customers), reason="catalog")
+    log.info("catalog.done", items=sorted(items)[:20], products=products, changed=sorted(changed)[:20],
              resynced=len(customers))
-

@@ -184,20 +184,36 @@ def _effective_past_due(
     return tuple(filled), recorded
 
 
+def checkout_user_plan(run: Run, prior: store.Prior) -> tuple[str | None, bool]:
+    """Where this sync takes the Checkout Session's user from: `(user, False)` without a
+    request, or `(None, True)`: read the customer's sessions.
+
+    A session's `client_reference_id` is set when it is created and never changes (Stripe's
+    session update takes no such parameter: https://docs.stripe.com/api/checkout/sessions/update),
+    so the value a signed snapshot event carries is the one the API would give, and the one we
+    stored stays right. The sessions are read only when a checkout event came without it (a
+    thin event), or an operator asked for a full resync (SPEC section 8: one request per sync).
+    """
+    checkout = [e for e in run.events if e.type.startswith("checkout.session.")]
+    if run.reason == "resync" or any(e.client_reference_id is None for e in checkout):
+        return None, True
+    hinted = [e.client_reference_id or "" for e in checkout]
+    if hinted and hinted[-1].strip():
+        return hinted[-1].strip(), False
+    return (prior.user_id if prior.user_id_source == "checkout_session" else None), False
+
+
 async def sync_customer(deps: Services, run: Run) -> None:
     started = time.perf_counter()
     cid = run.unit.id
     fence = await store.bump_fence(deps.pool, cid)
     prior = await store.load_prior(deps.pool, cid)
     event_types = [e.type for e in run.events]
-    # The user id from a Checkout Session does not change; re-read it only when a checkout event
-    # came, or when we have none yet (it costs a request per sync).
-    with_checkout = prior.user_id_source != "checkout_session" or any(
-        t.startswith("checkout.session.") for t in event_types
-    ) or run.reason == "resync"
-    facts = await deps.reader.read_customer(cid, with_checkout=with_checkout)
+    checkout_user, with_checkout = checkout_user_plan(run, prior)
+    audit = random.random() < deps.settings.stripe_entitlements_audit
+    facts = await deps.reader.read_customer(cid, with_checkout=with_checkout, with_entitlements=audit)
     if not with_checkout:
-        facts = replace(facts, checkout_user_id=prior.user_id)
+        facts = replace(facts, checkout_user_id=checkout_user)
 
     wall_now = time.time()
     clock_now = facts.clock_now if facts.clock_now is not None else int(wall_now)
@@ -210,7 +226,7 @@ async def sync_customer(deps: Services, run: Run) -> None:
     product_ids = {p for s in subs for p in s.product_ids}
     features_of = await catalog.features_of(deps.pool, deps.reader, product_ids)
     access = decide(facts, features_of, clock_now, deps.policy)
-    if facts.stripe_features != access.features:
+    if audit and facts.stripe_features != access.features:
         access = await _compare_with_stripe(
             deps, facts, access, features_of, clock_now,
             stripe_said_changed=SUMMARY_EVENT in event_types,

@@ -25,25 +25,34 @@ class AcceptedEvent:
     source: EventSource
     # Stripe's `created` (Unix seconds); None for a thin event (an ISO time) or a replay
     created: int | None = None
+    # a Checkout Session event's `client_reference_id` (routing.event_hints): "" when the session
+    # has none, None when the event did not say (thin events, other types)
+    client_reference_id: str | None = None
 
     @classmethod
-    def now(cls, event_id: str, event_type: str, source: EventSource, created: int | None = None) -> AcceptedEvent:
-        return cls(event_id, event_type, int(time.time() * 1000), source, created)
+    def now(cls, event_id: str, event_type: str, source: EventSource, created: int | None = None,
+            client_reference_id: str | None = None) -> AcceptedEvent:
+        return cls(event_id, event_type, int(time.time() * 1000), source, created, client_reference_id)
 
     def to_json(self) -> bytes:
         # field names kept as the first release queued them, so queued work survives an upgrade
-        return orjson.dumps({"id": self.id, "type": self.type, "created": self.created,
-                             "received_at": self.received_at_ms, "source": self.source})
+        data: dict[str, object] = {"id": self.id, "type": self.type, "created": self.created,
+                                   "received_at": self.received_at_ms, "source": self.source}
+        if self.client_reference_id is not None:
+            data["client_reference_id"] = self.client_reference_id
+        return orjson.dumps(data)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> AcceptedEvent:
         data = orjson.loads(raw)
         created = data.get("created")
         source = data.get("source")
+        ref = data.get("client_reference_id")
         return cls(
             id=str(data["id"]),
             type=str(data.get("type") or ""),
             received_at_ms=int(data.get("received_at") or 0),
             source=cast(EventSource, source) if source in _SOURCES else "webhook",
             created=created if isinstance(created, int) and not isinstance(created, bool) else None,
+            client_reference_id=ref if isinstance(ref, str) else None,
         )

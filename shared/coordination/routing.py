@@ -178,6 +178,24 @@ def route_thin(event: Mapping[str, Any]) -> Route:
     return Route(EVENTS_POLL)
 
 
+def event_hints(event: Mapping[str, Any]) -> dict[str, str]:
+    """What a snapshot event may add to its queued record besides its id and type.
+
+    Only immutable facts: a Checkout Session's `client_reference_id` is fixed when the session
+    is created (https://docs.stripe.com/api/checkout/sessions/update takes no such parameter),
+    so the worker need not read the session again for it (`""`: the session has none). Thin
+    events carry no object: nothing."""
+    event_type = event.get("type")
+    data = event.get("data")
+    obj = data.get("object") if isinstance(data, Mapping) else None
+    if event.get("object") != "event" or not isinstance(event_type, str) or not isinstance(obj, Mapping):
+        return {}
+    if event_type.startswith("checkout.session.") and obj.get("status") == "complete":
+        ref = obj.get("client_reference_id")
+        return {"client_reference_id": ref.strip() if isinstance(ref, str) else ""}
+    return {}
+
+
 def route(event: Mapping[str, Any]) -> Route:
     obj = event.get("object")
     if obj == "event":

@@ -7,11 +7,11 @@ page) and returns plain dicts or parsed models; parsing stays in `shared/access/
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from typing import Any, cast
 
 import stripe
-from stripe.params import EventListParams
+from stripe.params import EventListParams, SubscriptionItemListParams
 
 from shared.access import CustomerFacts, parse_customer, parse_subscription
 
@@ -29,11 +29,36 @@ class StripeReader:
     def __init__(self, client: stripe.StripeClient) -> None:
         self.client = client
 
-    async def subscriptions_of(self, customer_id: str) -> list[dict[str, Any]]:
-        page = await self.client.v1.subscriptions.list_async(
-            {"customer": customer_id, "status": "all", "limit": PAGE, "expand": SUBSCRIPTION_EXPAND}
-        )
-        return [s.to_dict() async for s in page.auto_paging_iter()]
+    async def subscriptions_of(self, customer_id: str) -> list[dict[str, Any]] | None:
+        """Every subscription of the customer, each with all its items; None when Stripe says
+        the customer does not exist (`resource_missing`: deleted, or its test clock was)."""
+        try:
+            page = await self.client.v1.subscriptions.list_async(
+                {"customer": customer_id, "status": "all", "limit": PAGE, "expand": SUBSCRIPTION_EXPAND}
+            )
+            subs = [s.to_dict() async for s in page.auto_paging_iter()]
+        except stripe.InvalidRequestError as exc:
+            if _missing(exc):
+                return None
+            raise
+        for sub in subs:
+            await self._complete_items(sub)
+        return subs
+
+    async def _complete_items(self, sub: dict[str, Any]) -> None:
+        """Stripe embeds only the first page of a subscription's items (`has_more`); the rest
+        come from `GET /v1/subscription_items?subscription=` (SPEC section 5), in place."""
+        items = sub.get("items")
+        if not isinstance(items, dict) or not items.get("has_more"):
+            return
+        data = list(items.get("data") or [])
+        params: dict[str, Any] = {"subscription": sub["id"], "limit": PAGE}
+        if data:
+            params["starting_after"] = data[-1]["id"]
+        page = await self.client.v1.subscription_items.list_async(cast(SubscriptionItemListParams, params))
+        seen = {i["id"] for i in data}
+        data.extend([i.to_dict() async for i in page.auto_paging_iter() if i.id not in seen])
+        sub["items"] = {**items, "data": data, "has_more": False}
 
     async def customer(self, customer_id: str) -> dict[str, Any] | None:
         try:
@@ -98,17 +123,26 @@ class StripeReader:
         return obj.to_dict()
 
     async def product_features(self, product_id: str) -> list[dict[str, Any]]:
-        """The product's attached features: `[{"id": "feat_...", "lookup_key": ..., "active": ...}]`."""
-        page = await self.client.v1.products.features.list_async(product_id, {"limit": PAGE})
-        found = []
-        async for pf in page.auto_paging_iter():
-            found.append(pf.entitlement_feature.to_dict())
-        return found
+        """The product's attached features: `[{"id": "feat_...", "lookup_key": ..., "active": ...}]`
+        (none for a product Stripe no longer has)."""
+        try:
+            page = await self.client.v1.products.features.list_async(product_id, {"limit": PAGE})
+            return [pf.entitlement_feature.to_dict() async for pf in page.auto_paging_iter()]
+        except stripe.InvalidRequestError as exc:
+            if _missing(exc):
+                return []
+            raise
 
     async def products(self) -> AsyncIterator[dict[str, Any]]:
-        page = await self.client.v1.products.list_async({"limit": PAGE})
-        async for product in page.auto_paging_iter():
-            yield product.to_dict()
+        """Every product, active or not, 100 a page (plain dicts, as the sweep's lists)."""
+        async for product in self._list_raw("/v1/products", {}):
+            yield product
+
+    async def prices(self, product_id: str | None = None) -> AsyncIterator[dict[str, Any]]:
+        """Every price, active or not (of one product when given), 100 a page."""
+        params: dict[str, Any] = {} if product_id is None else {"product": product_id}
+        async for price in self._list_raw("/v1/prices", params):
+            yield price
 
     async def _list_raw(self, path: str, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Every object of a list endpoint, page after page, as the plain dicts Stripe sent.
@@ -158,35 +192,34 @@ class StripeReader:
         found.reverse()
         return found
 
-    async def read_customer(self, customer_id: str, *, with_checkout: bool) -> CustomerFacts:
-        """Everything a sync needs about one customer, in 2-4 requests."""
+    async def read_customer(self, customer_id: str, *, with_checkout: bool, with_entitlements: bool = True) -> CustomerFacts:
+        """Everything a sync needs about one customer: one request when nothing else is asked
+        for (the subscriptions list brings the customer and its clock). `with_checkout` reads the
+        user id from its Checkout Sessions, `with_entitlements` Stripe's own active
+        entitlements (an audit; left empty when not read)."""
         raw_subs = await self.subscriptions_of(customer_id)
+        gone = raw_subs is None
+        raw_subs = raw_subs or []
         subscriptions = tuple(parse_subscription(s) for s in raw_subs)
         raw_customer = next((s["customer"] for s in raw_subs if isinstance(s.get("customer"), dict)), None)
-        clock_now: int | None = None
-        for s in raw_subs:
-            clock = s.get("test_clock")
-            if isinstance(clock, dict) and isinstance(clock.get("frozen_time"), int):
-                clock_now = int(clock["frozen_time"])
-        if raw_customer is None:
+        clock_now = _frozen_time(s.get("test_clock") for s in raw_subs)
+        if raw_customer is None and not gone:
             raw_customer = await self.customer(customer_id)
             if raw_customer is not None:
-                clock = raw_customer.get("test_clock")
-                if isinstance(clock, dict) and isinstance(clock.get("frozen_time"), int):
-                    clock_now = int(clock["frozen_time"])
+                clock_now = _frozen_time([raw_customer.get("test_clock")])
         customer = parse_customer(raw_customer) if raw_customer is not None else None
         if customer is not None and customer.test_clock and clock_now is None:
             clock_now = await self.clock_time(customer.test_clock)
         exists = customer is not None and not customer.deleted
-        checkout_user: str | None = None
-        stripe_features: frozenset[str] = frozenset()
+        wanted: list[Awaitable[Any]] = []
         if exists and with_checkout:
-            # Independent reads, side by side: the sync waits for one round trip, not two.
-            checkout_user, stripe_features = await asyncio.gather(
-                self.checkout_user_id(customer_id), self.active_entitlements(customer_id)
-            )
-        elif exists:
-            stripe_features = await self.active_entitlements(customer_id)
+            wanted.append(self.checkout_user_id(customer_id))
+        if exists and with_entitlements:
+            wanted.append(self.active_entitlements(customer_id))
+        # Independent reads, side by side: the sync waits for one round trip, not two.
+        got = list(await asyncio.gather(*wanted))
+        checkout_user: str | None = got.pop(0) if exists and with_checkout else None
+        stripe_features: frozenset[str] = got.pop(0) if exists and with_entitlements else frozenset()
         return CustomerFacts(
             customer_id=customer_id,
             customer=customer,
@@ -195,3 +228,12 @@ class StripeReader:
             stripe_features=stripe_features,
             clock_now=clock_now,
         )
+
+
+def _frozen_time(clocks: Iterable[Any]) -> int | None:
+    """The `frozen_time` of the last expanded test clock among these, if any."""
+    found: int | None = None
+    for clock in clocks:
+        if isinstance(clock, dict) and isinstance(clock.get("frozen_time"), int):
+            found = int(clock["frozen_time"])
+    return found
