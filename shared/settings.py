@@ -76,7 +76,8 @@ def _duration(value: Any) -> Duration:
     return Duration(parse_duration_s(value))
 
 
-DurationSetting = Annotated[Duration, BeforeValidator(_duration)]
+# NoDecode: pydantic-settings would parse a dataclass-typed variable as JSON ("7m" fails).
+DurationSetting = Annotated[Duration, NoDecode, BeforeValidator(_duration)]
 Secrets = Annotated[
     list[str], NoDecode, BeforeValidator(_split_secrets), AfterValidator(_check_secrets)
 ]
