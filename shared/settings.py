@@ -76,7 +76,7 @@ def _duration(value: Any) -> Duration:
     return Duration(parse_duration_s(value))
 
 
-# NoDecode: pydantic-settings would parse a dataclass-typed variable as JSON ("7m" fails).
+# NoDecode: a Duration is a dataclass, which pydantic-settings would otherwise JSON-decode.
 DurationSetting = Annotated[Duration, NoDecode, BeforeValidator(_duration)]
 Secrets = Annotated[
     list[str], NoDecode, BeforeValidator(_split_secrets), AfterValidator(_check_secrets)
