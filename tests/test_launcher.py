@@ -117,3 +117,25 @@ async def test_run_with_real_settings(database_url: str, tmp_path: Path) -> None
         assert b"entitled demo" not in out
         assert b"embedded Redis" in err
         assert leftovers(tmp_path) == []
+
+
+def test_a_dead_child_stops_the_run_with_its_error(database_url: str, redis_url: str, tmp_path: Path) -> None:
+    """A worker that refuses a setting stops `entitled run` at once, with the worker's own line
+    and exit code, and no "receiving webhooks" is ever printed."""
+    env = {**CLEAN_ENV, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STRIPE_API_KEY": "sk_test_x",
+           "STRIPE_WEBHOOK_SECRET": "whsec_x", "PORT": str(free_port()), "RECONCILE_EVENTS_EVERY": "7m"}
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "run"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "the worker process exited with code 2: entitled worker: RECONCILE_EVENTS_EVERY" in proc.stderr
+    assert "receiving webhooks" not in proc.stderr
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    """DATABASE_URL set but not answering: one line naming it, no traceback, nothing started."""
+    env = {**CLEAN_ENV, "DATABASE_URL": f"postgresql://127.0.0.1:{free_port()}/x"}
+    proc = subprocess.run([sys.executable, "-m", "worker.cli", "run"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert "entitled run: DATABASE_URL: cannot reach Postgres at 127.0.0.1:" in proc.stderr
+    assert "Traceback" not in proc.stderr

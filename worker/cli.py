@@ -29,6 +29,7 @@ from shared.bootstrap import Services, bootstrap
 from shared.coordination import AcceptedEvent, Unit, is_stripe_id
 from shared.settings import Settings, SettingsError, load
 from shared.stripe_api import StripeReader
+from shared.version import describe
 
 WAIT_FOR_SYNC_S = 60
 
@@ -258,6 +259,8 @@ async def cmd_replay(ctx: Services, event_id: str) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="entitled", description="Keep an app's feature access in step with Stripe.")
+    p.add_argument("--version", action="version", version=describe(),
+                   help="print entitled's version, the stripe SDK's and the pinned Stripe API version")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply the database migrations")
     r = sub.add_parser("resync", help="sync one customer, or all of them")

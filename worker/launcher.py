@@ -1,10 +1,16 @@
 """`entitled run`: the whole service in one command, for a first look and for development.
 
-- DATABASE_URL unset: an embedded Postgres under `.data/postgres` (ENTITLED_DATA_DIR moves it).
-- REDIS_URL unset: a redis-server under `.data/redis`, with an append-only file.
+- DATABASE_URL unset: an embedded Postgres under `.data/local/postgres` (`.data/demo/...` for
+  the demo, so that a real key never meets the demo's customers; ENTITLED_DATA_DIR moves `.data`).
+- REDIS_URL unset: a redis-server under `.data/local/redis`, with an append-only file. The URLs
+  of the embedded servers are written to `.data/run.env` while it runs, where the CLI finds them.
+- DATABASE_URL or REDIS_URL set but not answering: one line naming the variable, nothing started.
 - STRIPE_API_KEY unset: the fake Stripe, in demo mode: it plays SPEC scenarios on test clocks
   while a readable timeline shows each event received, each sync and each access-changed
   message. With real settings it runs for real (ingest + one worker) and prints their logs.
+- A child that exits on its own (a bad setting, a dependency gone) stops everything: its last
+  error line is printed and `entitled run` exits with its exit code. "receiving webhooks" is
+  printed only once the worker runs its job loop.
 - Ctrl-C (or SIGTERM) stops everything it started and leaves nothing running.
 """
 
@@ -14,10 +20,13 @@ import argparse
 import asyncio
 import contextlib
 import os
+import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +36,7 @@ import orjson
 import stripe
 from redis.asyncio import Redis
 
-from shared import db
+from shared import db, preflight
 from shared.coordination import Keys
 from shared.embedded import EmbeddedError, RedisServer, free_port, start_postgres
 from shared.publishing import AccessChanged, channel_messages
@@ -83,16 +92,74 @@ class Timeline:
                  f"user={change.user_id}  {diff}")
 
 
-async def _pump(stream: asyncio.StreamReader | None, source: str, timeline: Timeline | None) -> None:
-    """Forward a child's stderr: through the timeline in demo mode, verbatim otherwise."""
-    if stream is None:
-        return
-    while line := await stream.readline():
-        if timeline is not None:
-            timeline.log_line(source, line)
-        else:
-            sys.stderr.buffer.write(line)
-            sys.stderr.flush()
+_ANSI = re.compile(rb"\x1b\[[0-9;]*m")
+
+
+def exit_code(returncode: int) -> int:
+    """The code `entitled run` stops with when a child died: the child's own (128+N for a
+    signal), and 1 for a child that exited 0 although nobody asked it to stop."""
+    if returncode > 0:
+        return returncode
+    return 128 - returncode if returncode < 0 else 1
+
+
+def error_text(line: bytes) -> str | None:
+    """The error a child's stderr line reports, or None for an ordinary log line.
+
+    JSON log lines count at level error/critical; console log lines (they start with their
+    timestamp) when they say `[error` or `[critical`; any other text (a one-line start-up
+    error, the last line of a traceback) always.
+    """
+    text = _ANSI.sub(b"", line).decode(errors="replace").strip()
+    if not text:
+        return None
+    if text.startswith("{"):
+        try:
+            record = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return text
+        if isinstance(record, dict) and record.get("level") in ("error", "critical"):
+            return " ".join(str(part) for part in (record.get("event"), record.get("error")) if part)
+        return None
+    if text[:1].isdigit():
+        return text if ("[error" in text or "[critical" in text) else None
+    return text
+
+
+@dataclass
+class Child:
+    """A process `entitled run` started, and the last error its stderr reported."""
+
+    name: str
+    proc: asyncio.subprocess.Process
+    last_error: str | None = None
+
+    async def pump(self, timeline: Timeline | None) -> None:
+        """Forward the child's stderr (through the timeline in demo mode, verbatim otherwise),
+        remembering its last error line."""
+        stream = self.proc.stderr
+        assert stream is not None
+        while line := await stream.readline():
+            self.last_error = error_text(line) or self.last_error
+            if timeline is not None:
+                timeline.log_line(self.name, line)
+            else:
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
+
+    def death(self) -> str:
+        code = self.proc.returncode
+        assert code is not None
+        said = f": {self.last_error}" if self.last_error else " (it printed no error)"
+        return f"the {self.name} process exited with code {code}{said}"
+
+
+class ChildDiedError(Exception):
+    """A child of `entitled run` exited on its own; `entitled run` stops with its exit code."""
+
+    def __init__(self, child: Child) -> None:
+        super().__init__(child.death())
+        self.code = exit_code(child.proc.returncode or 0)
 
 
 class Launcher:
@@ -101,15 +168,32 @@ class Launcher:
         self.data_dir = data_dir
         self.demo_then_exit = demo_then_exit
         self.env: dict[str, str] = {}
-        self.children: list[asyncio.subprocess.Process] = []
+        self.children: list[Child] = []
         self.cleanups: list[Callable[[], Any]] = []
         self.timeline: Timeline | None = None
+        # resolved with the first child that exits on its own (see `_main`)
+        self.died: asyncio.Future[Child] = asyncio.get_running_loop().create_future()
+
+    @property
+    def demo(self) -> bool:
+        return self.settings.stripe_api_key is None
+
+    @property
+    def servers_dir(self) -> Path:
+        """Where the embedded servers keep their data: the demo's apart from a real run's, so
+        that a real key never meets the demo's fake customers."""
+        return self.data_dir / ("demo" if self.demo else "local")
 
     async def _postgres(self) -> str:
         if "database_url" in self.settings.model_fields_set:
+            try:
+                await preflight.check_postgres(self.settings.database_url)
+            except preflight.DependencyError as exc:
+                raise LaunchError(str(exc)) from None
             return self.settings.database_url
+        folder = self.servers_dir / "postgres"
         try:
-            admin_url, server = start_postgres(self.data_dir / "postgres")
+            admin_url, server = start_postgres(folder)
         except EmbeddedError as exc:
             raise LaunchError(str(exc)) from None
         self.cleanups.append(server.cleanup)  # type: ignore[attr-defined]
@@ -120,13 +204,17 @@ class Launcher:
         finally:
             await conn.close()
         url = admin_url.replace("/postgres?", "/entitled?", 1)
-        print(f"entitled run: embedded Postgres in {self.data_dir / 'postgres'}", file=sys.stderr)
+        print(f"entitled run: embedded Postgres in {folder}", file=sys.stderr)
         return url
 
-    def _redis(self) -> str:
+    async def _redis(self) -> str:
         if "redis_url" in self.settings.model_fields_set:
+            try:
+                await preflight.check_redis(self.settings.redis_url)
+            except preflight.DependencyError as exc:
+                raise LaunchError(str(exc)) from None
             return self.settings.redis_url
-        server = RedisServer(data_dir=self.data_dir / "redis", persist=True)
+        server = RedisServer(data_dir=self.servers_dir / "redis", persist=True)
         try:
             server.start()
         except EmbeddedError as exc:
@@ -135,13 +223,31 @@ class Launcher:
         print(f"entitled run: embedded Redis on {server.url} (data in {server.dir})", file=sys.stderr)
         return server.url
 
-    async def _spawn(self, module: str, extra: dict[str, str]) -> asyncio.subprocess.Process:
+    def _write_run_file(self, embedded: dict[str, str]) -> None:
+        """Tell the CLI where this run's embedded servers are (`entitled show` etc. read it)."""
+        if not embedded:
+            return
+        path = run_file(self.data_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(f"{name}={value}\n" for name, value in embedded.items()))
+        self.cleanups.append(lambda: path.unlink(missing_ok=True))
+
+    async def _spawn(self, module: str, extra: dict[str, str]) -> Child:
         env = {**os.environ, **self.env, **extra}
-        pipe = asyncio.subprocess.PIPE if self.timeline is not None else None
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", module, env=env, stderr=pipe)
-        self.children.append(proc)
-        asyncio.get_running_loop().create_task(_pump(proc.stderr, module, self.timeline))
-        return proc
+        if self.timeline is None and "LOG_FORMAT" not in env and sys.stderr.isatty():
+            env["LOG_FORMAT"] = "console"  # piped, the children would pick JSON
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", module, env=env,
+                                                    stderr=asyncio.subprocess.PIPE)
+        child = Child(module, proc)
+        self.children.append(child)
+        asyncio.get_running_loop().create_task(self._watch(child))
+        return child
+
+    async def _watch(self, child: Child) -> None:
+        await child.pump(self.timeline)
+        await child.proc.wait()
+        if not self.died.done():
+            self.died.set_result(child)
 
     async def _wait_ready(self, port: int, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -151,19 +257,38 @@ class Launcher:
                 writer.close()
                 return
             except OSError:
-                if any(c.returncode is not None for c in self.children):
-                    raise LaunchError("a process exited during start-up (see its message above)") from None
                 if time.monotonic() > deadline:
                     raise LaunchError(f"ingest did not listen on port {port}") from None
                 await asyncio.sleep(0.1)
 
+    async def _wait_worker(self, redis_url: str, worker: Child, timeout_s: float = 120.0) -> None:
+        """Until the worker runs its job loop: it has reached Postgres, migrated the database and
+        reached Redis (arq writes its health key from the loop). A worker that dies meanwhile
+        ends the launcher through `died`."""
+        key = Keys(prefix=self.settings.redis_prefix).health(f"{socket.gethostname()}-{worker.proc.pid}")
+        redis = Redis.from_url(redis_url)
+        deadline = time.monotonic() + timeout_s
+        try:
+            while not await redis.exists(key):
+                if time.monotonic() > deadline:
+                    raise LaunchError(f"the worker did not start within {timeout_s:g}s"
+                                      + (f" (last error: {worker.last_error})" if worker.last_error else ""))
+                await asyncio.sleep(0.2)
+        finally:
+            await redis.aclose()
+
     async def run(self, stop: asyncio.Event) -> None:
+        embedded: dict[str, str] = {}
         database_url = await self._postgres()
-        redis_url = self._redis()
+        redis_url = await self._redis()
+        if "database_url" not in self.settings.model_fields_set:
+            embedded["DATABASE_URL"] = database_url
+        if "redis_url" not in self.settings.model_fields_set:
+            embedded["REDIS_URL"] = redis_url
+        self._write_run_file(embedded)
         self.env.update({"DATABASE_URL": database_url, "REDIS_URL": redis_url})
-        demo = self.settings.stripe_api_key is None
         port = self.settings.port
-        if demo:
+        if self.demo:
             port = free_port() if "port" not in self.settings.model_fields_set else port
             await self._run_demo(database_url, redis_url, port, stop)
             return
@@ -171,18 +296,11 @@ class Launcher:
             raise LaunchError("STRIPE_WEBHOOK_SECRET: required with a real STRIPE_API_KEY (see README, Connecting Stripe)")
         await self._spawn("ingest", {"PORT": str(port)})
         await self._wait_ready(port)
-        await self._spawn("worker", {})
+        worker = await self._spawn("worker", {})
+        await self._wait_worker(redis_url, worker)
         print(f"entitled run: receiving webhooks on http://127.0.0.1:{port}/webhooks/stripe — Ctrl-C stops",
               file=sys.stderr)
-        await self._until_stopped(stop)
-
-    async def _until_stopped(self, stop: asyncio.Event) -> None:
-        waiters = [asyncio.ensure_future(stop.wait())] + [asyncio.ensure_future(c.wait()) for c in self.children]
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
-        if not stop.is_set():
-            raise LaunchError("a process of the service exited on its own (see its message above)")
+        await stop.wait()
 
     async def _run_demo(self, database_url: str, redis_url: str, port: int, stop: asyncio.Event) -> None:
         from fakestripe import FakeStripe, FakeStripeControl  # the demo's Stripe only
@@ -202,7 +320,8 @@ class Launcher:
                           "access-changed message.\n")
         await self._spawn("ingest", {"PORT": str(port), "LOG_LEVEL": "DEBUG"})
         await self._wait_ready(port)
-        await self._spawn("worker", {})
+        worker = await self._spawn("worker", {})
+        await self._wait_worker(redis_url, worker)
         pool = await db.create_pool(database_url)
         redis = Redis.from_url(redis_url)
         http = stripe.AIOHTTPClient()
@@ -216,7 +335,6 @@ class Launcher:
         listener = asyncio.create_task(listen())
         try:
             async with FakeStripeControl(handle.base_url) as control:
-                await self._wait_migrated(pool)
                 play = asyncio.create_task(Demo(client, control, pool, timeline.say).play())
                 done, _ = await asyncio.wait([play, asyncio.ensure_future(stop.wait())],
                                              return_when=asyncio.FIRST_COMPLETED)
@@ -227,7 +345,7 @@ class Launcher:
                                  f"http://127.0.0.1:{port}/webhooks/stripe, the view `active_entitlements` in "
                                  f"{database_url}. Ctrl-C stops everything.")
                     if not self.demo_then_exit:
-                        await self._until_stopped(stop)
+                        await stop.wait()
                 else:
                     play.cancel()
         finally:
@@ -236,20 +354,13 @@ class Launcher:
             await pool.close()
             await redis.aclose()
 
-    async def _wait_migrated(self, pool: asyncpg.Pool, timeout_s: float = 60.0) -> None:
-        """The worker applies the migrations at start-up; the demo reads the view after that."""
-        deadline = time.monotonic() + timeout_s
-        while not await pool.fetchval("SELECT to_regclass('active_entitlements') IS NOT NULL"):
-            if time.monotonic() > deadline:
-                raise LaunchError("the worker did not migrate the database in time")
-            await asyncio.sleep(0.2)
-
     async def shutdown(self) -> None:
-        for child in self.children:
+        procs = [child.proc for child in self.children]
+        for child in procs:
             if child.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     child.terminate()
-        for child in self.children:
+        for child in procs:
             try:
                 await asyncio.wait_for(child.wait(), STOP_GRACE_S)
             except TimeoutError:
@@ -259,6 +370,25 @@ class Launcher:
         for cleanup in reversed(self.cleanups):
             with contextlib.suppress(Exception):
                 cleanup()
+
+
+async def _run_or_die(launcher: Launcher, stop: asyncio.Event) -> None:
+    """Run until stopped, or until a child exits on its own: then stop with its error."""
+    running = asyncio.ensure_future(launcher.run(stop))
+    waiting: list[asyncio.Future[Any]] = [running, launcher.died]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if running.done():
+        running.result()
+        return
+    running.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await running
+    raise ChildDiedError(launcher.died.result())
+
+
+def run_file(data_dir: Path) -> Path:
+    """Where a running `entitled run` writes the URLs of its embedded servers."""
+    return data_dir / "run.env"
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -273,11 +403,14 @@ async def _main(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await launcher.run(stop)
+        await _run_or_die(launcher, stop)
         return 0
     except LaunchError as exc:
         print(f"entitled run: {exc}", file=sys.stderr)
         return 1
+    except ChildDiedError as exc:
+        print(f"entitled run: {exc}", file=sys.stderr)
+        return exc.code
     finally:
         print("entitled run: stopping…", file=sys.stderr)
         await launcher.shutdown()
