@@ -24,7 +24,15 @@ from redis.asyncio import Redis
 from ingest import metrics
 from ingest.verify import RejectedError, verify
 from shared.bootstrap import bootstrap
-from shared.coordination import BadEventError, Coordinator, Keys, route
+from shared.coordination import (
+    AcceptedEvent,
+    BadEventError,
+    Coordinator,
+    Keys,
+    Route,
+    created_of,
+    route,
+)
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -78,53 +86,43 @@ def _parse_event(body: bytes) -> dict[str, Any]:
     return event
 
 
+def _checked(request: web.Request, body: bytes, settings: Settings) -> tuple[dict[str, Any], Route, int]:
+    """The verified event, its route and its creation time; RejectedError otherwise."""
+    verify(body, request.headers.get("Stripe-Signature"), settings.stripe_webhook_secret, time.time())
+    event = _parse_event(body)
+    if settings.livemode is not None and event["livemode"] != settings.livemode:
+        mode = "live" if settings.livemode else "test"
+        raise RejectedError("wrong_mode", f"event livemode={event['livemode']} but the configured key is a {mode} key")
+    try:
+        return event, route(event), created_of(event)
+    except BadEventError as exc:
+        raise RejectedError("not_an_event", str(exc)) from None
+
+
 async def webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     try:
-        body = await _read_body(request)
-        verify(body, request.headers.get("Stripe-Signature"), settings.stripe_webhook_secret, time.time())
-        event = _parse_event(body)
-        if settings.livemode is not None and event["livemode"] != settings.livemode:
-            mode = "live" if settings.livemode else "test"
-            raise RejectedError("wrong_mode", f"event livemode={event['livemode']} but the configured key is a {mode} key")
-        try:
-            work = route(event)
-        except BadEventError as exc:
-            raise RejectedError("not_an_event", str(exc)) from None
+        event, work, created = _checked(request, await _read_body(request), settings)
     except RejectedError as exc:
         return _reject(exc.reason, exc.message, exc.status)
 
     event_id, event_type = event["id"], event["type"]
     bound = structlog.contextvars.bind_contextvars(event_id=event_id, event_type=event_type)
     try:
-        if work.kind == "ignored":
+        if work.unit is None:
             metrics.EVENTS_RECEIVED.labels(event_type, "ignored").inc()
             log.debug("ingest.ignored")
             return _json({"received": True, "ignored": True})
-        record = {
-            "id": event_id,
-            "type": event_type,
-            "created": event.get("created"),
-            "received_at": int(time.time() * 1000),
-            "source": "webhook",
-        }
-        coordinator = request.app[COORDINATOR]
+        record = AcceptedEvent.now(event_id, event_type, "webhook", created)
         # A thin event may share its id with the snapshot event the Events API poller later
         # feeds for it; keep their dedupe keys apart so the snapshot is not taken for a repeat.
         dedupe_id = event_id if event["object"] == "event" else f"thin:{event_id}"
         started = time.perf_counter()
         try:
             async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
-                if work.kind == "catalog":
-                    assert work.catalog_item is not None
-                    outcome = await coordinator.accept_catalog(
-                        work.catalog_item, event=record, dedupe_id=dedupe_id, reason=event_type
-                    )
-                else:
-                    assert work.unit is not None
-                    outcome = await coordinator.accept(
-                        work.unit, event=record, dedupe_id=dedupe_id, reason=event_type
-                    )
+                outcome = await request.app[COORDINATOR].accept(
+                    work.unit, event=record, dedupe_id=dedupe_id, reason=event_type, catalog_item=work.catalog_item
+                )
         except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
             # Never 200 for an event that is not queued: Stripe will deliver it again.
             return _reject("queue_unavailable", f"could not queue the event ({type(exc).__name__}); retry later", 503)
@@ -135,7 +133,7 @@ async def webhook(request: web.Request) -> web.Response:
             return _json({"received": True, "duplicate": True})
         metrics.EVENTS_RECEIVED.labels(event_type, "queued").inc()
         # debug, not info: the worker records every event in the ledger (`entitled show`)
-        log.debug("ingest.queued", unit=work.unit or work.catalog_item, outcome=outcome)
+        log.debug("ingest.queued", unit=work.unit.wire, item=work.catalog_item, outcome=outcome)
         return _json({"received": True})
     finally:
         structlog.contextvars.reset_contextvars(**bound)

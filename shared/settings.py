@@ -76,7 +76,8 @@ def _duration(value: Any) -> Duration:
     return Duration(parse_duration_s(value))
 
 
-DurationSetting = Annotated[Duration, BeforeValidator(_duration)]
+# NoDecode: a Duration is a dataclass, which pydantic-settings would otherwise JSON-decode.
+DurationSetting = Annotated[Duration, NoDecode, BeforeValidator(_duration)]
 Secrets = Annotated[
     list[str], NoDecode, BeforeValidator(_split_secrets), AfterValidator(_check_secrets)
 ]

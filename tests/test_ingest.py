@@ -11,9 +11,10 @@ import orjson
 import pytest
 import redis.asyncio
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.app import MAX_BODY_BYTES, create_app
-from shared.coordination import CATALOG, Keys
+from shared.coordination import CATALOG, Keys, Unit, UnitKind
 from shared.settings import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.aio import aw
@@ -37,7 +38,8 @@ async def post(client: TestClient[Any, Any], body: bytes, header: str | None) ->
     return resp.status, orjson.loads(await resp.read())
 
 
-async def queued_events(r: redis.asyncio.Redis, unit: str) -> list[dict[str, Any]]:
+async def queued_events(r: redis.asyncio.Redis, unit: Unit | str) -> list[dict[str, Any]]:
+    unit = Unit.customer(unit) if isinstance(unit, str) else unit
     return [orjson.loads(x) for x in await aw(r.lrange(KEYS.unit_events(unit), 0, -1))]
 
 
@@ -241,11 +243,11 @@ async def test_burst_for_one_customer_is_one_job(client: TestClient[Any, Any], r
             "invoice.paid",
             {"id": "in_2", "object": "invoice", "customer": None,
              "parent": {"type": "subscription_details", "subscription_details": {"subscription": "sub_M4"}}},
-            "sub_M4",
+            "subscription:sub_M4",
         ),
         ("checkout.session.completed", {"id": "cs_1", "object": "checkout.session", "customer": "cus_M5"}, "cus_M5"),
         ("checkout.session.completed", {"id": "cs_2", "object": "checkout.session", "customer": None,
-                                        "subscription": "sub_M6"}, "sub_M6"),
+                                        "subscription": "sub_M6"}, "subscription:sub_M6"),
         ("customer.created", {"id": "cus_M7", "object": "customer"}, "cus_M7"),
         ("customer.deleted", {"id": "cus_M8", "object": "customer", "deleted": True}, "cus_M8"),
         ("entitlements.active_entitlement_summary.updated",
@@ -261,7 +263,7 @@ async def test_customer_found_for_each_event_family(
     evt = event(event_type, obj)
     status, _ = await post(client, body_of(evt), sign(body_of(evt), [WEBHOOK_SECRET]))
     assert status == 200
-    assert [e["id"] for e in await queued_events(redis_client, unit)] == [evt["id"]]
+    assert [e["id"] for e in await queued_events(redis_client, Unit.decode(unit))] == [evt["id"]]
 
 
 @pytest.mark.parametrize(
@@ -282,20 +284,57 @@ async def test_catalog_events_are_catalog_work(
     assert [e["id"] for e in await queued_events(redis_client, CATALOG)] == [evt["id"]]
 
 
-async def test_thin_event_is_accepted(client: TestClient[Any, Any], redis_client: redis.asyncio.Redis) -> None:
-    """A thin event (object v2.core.event, related_object) follows the same rules."""
-    thin = {
-        "id": "evt_thin_1",
-        "object": "v2.core.event",
-        "type": "customer.subscription.updated",
-        "created": "2026-11-21T12:00:00.000Z",
-        "livemode": False,
-        "related_object": {"id": "sub_T1", "type": "subscription", "url": "/v1/subscriptions/sub_T1"},
-    }
-    raw = orjson.dumps(thin)
+def thin_event(event_id: str, event_type: str, related: dict[str, str] | None) -> bytes:
+    """A thin event as Stripe's event destinations send it (https://docs.stripe.com/api/v2/core/events/object)."""
+    thin: dict[str, Any] = {"id": event_id, "object": "v2.core.event", "type": event_type,
+                            "created": "2026-11-21T12:00:00.000Z", "livemode": False}
+    if related is not None:
+        thin["related_object"] = related
+    return orjson.dumps(thin)
+
+
+SUB_T1 = {"id": "sub_T1", "type": "subscription", "url": "/v1/subscriptions/sub_T1"}
+
+
+@pytest.mark.parametrize("event_type", ["v1.customer.subscription.updated", "v1.customer.subscription.past_due",
+                                        "v1.customer.subscription.paused"])
+async def test_thin_v1_event_is_accepted(client: TestClient[Any, Any], redis_client: redis.asyncio.Redis,
+                                         event_type: str) -> None:
+    """Thin events about v1 resources carry Stripe's `v1.` prefix and route as the unprefixed type;
+    thin-only types (`v1.customer.subscription.past_due`, stripe-python's `stripe.events`) queue
+    work for the resource's customer. Repeats are duplicates."""
+    raw = thin_event("evt_thin_1", event_type, SUB_T1)
     assert await post(client, raw, sign(raw, [WEBHOOK_SECRET])) == (200, {"received": True})
     assert await post(client, raw, sign(raw, [WEBHOOK_SECRET])) == (200, {"received": True, "duplicate": True})
-    assert [e["id"] for e in await queued_events(redis_client, "sub_T1")] == ["evt_thin_1"]
+    queued = await queued_events(redis_client, Unit(UnitKind.SUBSCRIPTION, "sub_T1"))
+    assert [(e["id"], e["type"], e["created"]) for e in queued] == [("evt_thin_1", event_type, 1795262400)]
+
+
+async def test_thin_customer_event_names_the_customer(client: TestClient[Any, Any],
+                                                      redis_client: redis.asyncio.Redis) -> None:
+    raw = thin_event("evt_thin_2", "v1.customer.updated",
+                     {"id": "cus_T2", "type": "customer", "url": "/v1/customers/cus_T2"})
+    assert await post(client, raw, sign(raw, [WEBHOOK_SECRET])) == (200, {"received": True})
+    assert [e["id"] for e in await queued_events(redis_client, "cus_T2")] == ["evt_thin_2"]
+
+
+async def test_thin_event_needing_no_work_is_ignored(client: TestClient[Any, Any],
+                                                     redis_client: redis.asyncio.Redis) -> None:
+    raw = thin_event("evt_thin_3", "v1.customer.tax_id.created",
+                     {"id": "txi_1", "type": "tax_id", "url": "/v1/tax_ids/txi_1"})
+    assert await post(client, raw, sign(raw, [WEBHOOK_SECRET])) == (200, {"received": True, "ignored": True})
+    assert await redis_client.dbsize() == 0
+
+
+@pytest.mark.parametrize("payload_id", ["__events__", "__catalog__", "internal:events", "internal:catalog"])
+async def test_a_payload_cannot_name_an_internal_unit(client: TestClient[Any, Any], redis_client: redis.asyncio.Redis,
+                                                      payload_id: str) -> None:
+    """Issue 18 item 3: `"customer": "__events__"` once started an Events API poll, and
+    `"__catalog__"` merged into the catalog unit. Such ids are refused, and nothing is queued."""
+    evt = event("invoice.paid", {"id": "in_1", "object": "invoice", "customer": payload_id})
+    status, body = await post(client, body_of(evt), sign(body_of(evt), [WEBHOOK_SECRET]))
+    assert (status, body["error"]["reason"]) == (400, "not_an_event")
+    assert await redis_client.dbsize() == 0
 
 
 async def test_wrong_method(client: TestClient[Any, Any]) -> None:
@@ -309,13 +348,27 @@ async def test_health_and_metrics(client: TestClient[Any, Any]) -> None:
     """/healthz and /readyz answer 200 with Redis up; /metrics exposes the receiver's counters."""
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 200
+    # The registry is the process's: other tests counted into it too. So compare this test's
+    # requests with the counts just before them.
+    queued = ("entitled_ingest_events_total", {"outcome": "queued", "type": "customer.updated"})
+    refused = ("entitled_ingest_rejections_total", {"reason": "missing_signature"})
+    timed: tuple[str, dict[str, str]] = ("entitled_ingest_enqueue_seconds_count", {})
+    before = await scrape(client)
     evt = event("customer.updated", {"id": "cus_N", "object": "customer"})
     await post(client, body_of(evt), sign(body_of(evt), [WEBHOOK_SECRET]))
+    await post(client, body_of(evt), sign(body_of(evt), [WEBHOOK_SECRET]))  # a duplicate: not queued again
     await post(client, body_of(evt), None)
+    after = await scrape(client)
+    assert [sample(after, *m) - sample(before, *m) for m in (queued, refused, timed)] == [1, 1, 2]
+
+
+async def scrape(client: TestClient[Any, Any]) -> list[Any]:
     text = await (await client.get("/metrics")).text()
-    assert 'entitled_ingest_events_total{outcome="queued",type="customer.updated"}' in text
-    assert 'entitled_ingest_rejections_total{reason="missing_signature"}' in text
-    assert "entitled_ingest_enqueue_seconds_bucket" in text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def sample(samples: list[Any], name: str, labels: dict[str, str]) -> float:
+    return float(sum(s.value for s in samples if s.name == name and s.labels == labels))
 
 
 async def test_redis_down_is_503_and_the_retry_succeeds(database_url: str) -> None:

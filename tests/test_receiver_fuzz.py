@@ -114,7 +114,7 @@ def routable(body: bytes) -> bool:
     """Whether this body is an event the receiver should queue work for."""
     try:
         parsed = orjson.loads(body)
-        return isinstance(parsed, dict) and route(parsed).kind != "ignored"
+        return isinstance(parsed, dict) and not route(parsed).ignored
     except (orjson.JSONDecodeError, BadEventError, AttributeError, TypeError):
         return False
 

@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from fakestripe import FakeStripe
 from ingest.app import create_app
-from shared.coordination import Keys
+from shared.coordination import Keys, Unit
 from shared.settings import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.aio import aw
@@ -49,7 +49,7 @@ async def post(client: TestClient[Any, Any], body: bytes, header: str) -> tuple[
 
 
 async def queued(r: redis.asyncio.Redis, unit: str) -> int:
-    return int(await aw(r.llen(KEYS.unit_events(unit))))
+    return int(await aw(r.llen(KEYS.unit_events(Unit.customer(unit)))))
 
 
 async def test_a_replayed_delivery_is_refused_once_its_timestamp_is_old(

@@ -28,6 +28,17 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration_s(text) == seconds
 
 
+@pytest.mark.parametrize(
+    "name",
+    ["RENEWAL_GRACE", "PAST_DUE_GRACE", "RECONCILE_EVENTS_EVERY", "RECONCILE_SWEEP_EVERY", "SYNC_LEASE"],
+)
+def test_durations_from_the_environment(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Every duration variable parses from the environment as the SPEC writes it (`1d`), not as
+    JSON (pydantic-settings decodes complex field types as JSON unless told not to)."""
+    monkeypatch.setenv(name, "1d")
+    assert getattr(load(), name.lower()).s == 86400
+
+
 def test_defaults() -> None:
     """Every default of the SPEC's table."""
     s = load()

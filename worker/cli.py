@@ -4,8 +4,8 @@
     entitled resync --customer cus_...    sync one customer now, and show the result
     entitled resync --all                 sync every customer (progress, ETA; resumes if interrupted)
     entitled show --customer cus_... | --user u_...
-    entitled events --failed              the ledger's failures
-    entitled replay EVENT_ID              process an event's customer again
+    entitled events --failed              the ledger's failures, and the parked units
+    entitled replay EVENT_ID | UNIT       process an event's customer (or a parked unit) again
     entitled run                          run everything (see worker/launcher.py)
     entitled worker | entitled ingest     one process of either kind
 
@@ -26,6 +26,7 @@ import asyncpg
 
 from shared import db
 from shared.bootstrap import Services, bootstrap
+from shared.coordination import AcceptedEvent, Unit, is_stripe_id
 from shared.settings import Settings, SettingsError, load
 from shared.stripe_api import StripeReader
 
@@ -72,10 +73,10 @@ async def _synced_at(ctx: Services, cid: str) -> datetime | None:
 
 
 async def resync_one(ctx: Services, cid: str) -> None:
-    if not cid.startswith("cus_"):
+    if not is_stripe_id(cid, prefix="cus_"):
         raise CliError(f"{cid!r} is not a Stripe customer id (cus_...)")
     before = datetime.now(UTC)
-    await ctx.coordinator.accept(cid, reason="resync", delay_ms=0)
+    await ctx.coordinator.accept(Unit.customer(cid), reason="resync", delay_ms=0, unpark=True)
     await wait_and_show(ctx, cid, before)
 
 
@@ -148,7 +149,7 @@ async def resync_all(ctx: Services, *, restart: bool, wait_s: float = 3600 * 6) 
         # finished before `enqueued_at` would never count as done.
         await ctx.pool.execute("UPDATE resync_items SET enqueued_at = now() WHERE customer_id = ANY($1::text[])", chunk)
         for cid in chunk:
-            await ctx.coordinator.accept(cid, reason="resync", delay_ms=0)
+            await ctx.coordinator.accept(Unit.customer(cid), reason="resync", delay_ms=0, unpark=True)
     progress = Progress(total, "resync")
     deadline = time.monotonic() + wait_s
     while True:
@@ -222,22 +223,35 @@ async def cmd_events(ctx: Services, *, limit: int) -> None:
     rows = await ctx.pool.fetch(
         "SELECT event_id, type, customer_id, received_at, attempts, error FROM event_ledger"
         " WHERE outcome = 'failed' ORDER BY received_at DESC LIMIT $1", limit)
-    if not rows:
+    parked = await ctx.coordinator.parked_units(limit)
+    if not rows and not parked:
         print("no failed events")
         return
-    print(_table([(r["event_id"], r["type"], r["customer_id"], r["received_at"], r["attempts"], r["error"])
-                  for r in rows], ["id", "type", "customer", "received", "attempts", "error"]))
+    if rows:
+        print(_table([(r["event_id"], r["type"], r["customer_id"], r["received_at"], r["attempts"], r["error"])
+                      for r in rows], ["id", "type", "customer", "received", "attempts", "error"]))
+    if parked:
+        # Parked units are not retried (issue 18): each waits for `entitled replay UNIT`.
+        print("\nparked units (not retried; `entitled replay UNIT` runs one again)\n" + _table(
+            [(p.unit.wire, datetime.fromtimestamp(p.parked_at_ms / 1000, UTC)) for p in parked],
+            ["unit", "parked"]))
 
 
 async def cmd_replay(ctx: Services, event_id: str) -> None:
+    parked = {p.unit.wire: p.unit for p in await ctx.coordinator.parked_units()}
+    if event_id in parked:
+        await ctx.coordinator.accept(parked[event_id], reason="replay", delay_ms=0, unpark=True)
+        print(f"replaying parked unit {event_id}")
+        return
     row = await ctx.pool.fetchrow("SELECT type, customer_id FROM event_ledger WHERE event_id = $1", event_id)
     if row is None:
-        raise CliError(f"{event_id} is not in the ledger (only accepted events are)")
+        raise CliError(f"{event_id} is not in the ledger (only accepted events are), nor a parked unit")
     if not row["customer_id"]:
-        raise CliError(f"{event_id} ({row['type']}) names no customer")
-    record = {"id": event_id, "type": row["type"], "received_at": int(time.time() * 1000), "source": "replay"}
+        raise CliError(f"{event_id} ({row['type']}) names no customer; `entitled events --failed` lists parked units")
+    record = AcceptedEvent.now(event_id, row["type"], "replay")
     before = datetime.now(UTC)
-    await ctx.coordinator.accept(row["customer_id"], event=record, reason=row["type"], delay_ms=0)
+    await ctx.coordinator.accept(Unit.customer(row["customer_id"]), event=record, reason=row["type"], delay_ms=0,
+                                 unpark=True)
     print(f"replaying {event_id} ({row['type']}) for {row['customer_id']}")
     await wait_and_show(ctx, row["customer_id"], before)
 
@@ -258,8 +272,8 @@ def parser() -> argparse.ArgumentParser:
     e = sub.add_parser("events", help="the event ledger")
     e.add_argument("--failed", action="store_true", required=True)
     e.add_argument("--limit", type=int, default=50)
-    rp = sub.add_parser("replay", help="process an event's customer again")
-    rp.add_argument("event_id")
+    rp = sub.add_parser("replay", help="process an event's customer, or a parked unit, again")
+    rp.add_argument("event_id", metavar="EVENT_ID|UNIT")
     run = sub.add_parser("run", help="run ingest and a worker (embedded Postgres/Redis and a demo when unconfigured)")
     run.add_argument("--exit-after-demo", action="store_true", help="stop once the demo has played")
     sub.add_parser("worker", help="run one worker process")

@@ -26,7 +26,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import db
 from shared.bootstrap import Services, bootstrap
-from shared.coordination import EVENTS_POLL_UNIT, SYNC_FUNCTION, Keys
+from shared.coordination import EVENTS_POLL, SYNC_FUNCTION, Keys, in_progress_timeout_s
 from shared.publishing import Relay
 from shared.settings import Settings, SettingsError
 from worker import reconcile, timers
@@ -82,7 +82,7 @@ async def sync_unit(ctx: dict[str, Any], unit: str) -> str:
 async def _claimed(ctx: dict[str, Any], name: str, every_s: float) -> bool:
     """True in the one worker that runs this slot of cron job `name`."""
     slot = cron_slot(ctx)
-    if not await reconcile.claim(ctx["deps"], name, slot, int(every_s)):
+    if not await ctx["deps"].coordinator.claim_cron(name, slot, every_s):
         return False
     log.info("cron.ran", cron=f"reconcile_{name}", slot=slot)
     return True
@@ -93,7 +93,7 @@ async def events_cron(ctx: dict[str, Any]) -> str:
     deps: Services = ctx["deps"]
     if not await _claimed(ctx, "events", deps.settings.reconcile_events_every.s):
         return "claimed by another worker"
-    await deps.coordinator.accept(EVENTS_POLL_UNIT, reason="reconcile", delay_ms=0)
+    await deps.coordinator.accept(EVENTS_POLL, reason="reconcile", delay_ms=0)
     return "queued"
 
 
@@ -171,19 +171,7 @@ def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = 
         ctx={"settings": settings, "keys": keys, "worker_name": name},
         job_completion_wait=10,
     )
-    worker.in_progress_timeout_s = in_progress_timeout_s(settings)
+    # arq would keep a picked job in progress for the longest timeout of all (the sweep's): see
+    # in_progress_timeout_s for why that stops a deployment whose worker died.
+    worker.in_progress_timeout_s = in_progress_timeout_s(settings.sync_lease.s)
     return worker
-
-
-def in_progress_timeout_s(settings: Settings) -> float:
-    """How long arq keeps a picked job marked in progress (its key is never refreshed).
-
-    arq takes the longest timeout of all functions, here the sweep's 6 h, for every job. A job
-    whose worker was killed then stays at the head of the queue for 6 h, and arq reads only the
-    100 oldest due jobs on each poll: a hundred such jobs stop the deployment. A job killed
-    before its run began is worse: it stays the customer's pending job, so every new event
-    coalesces into it and the customer is not synced for 6 h. The coordination never relied on
-    this key (a job may run twice; a second run of a live one finds its unit busy, a second
-    sweep finds its slot claimed), so keep it about as long as a lease: dead jobs run again soon.
-    """
-    return settings.sync_lease.s + 10

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from shared.access import Access, CustomerFacts, Subscription
+from shared.coordination import AcceptedEvent
 from shared.publishing import AccessChanged, outbox
 
 
@@ -97,7 +98,7 @@ async def write(
     access: Access,
     offset_s: float,
     past_due_since: Mapping[str, float],
-    events: Sequence[Mapping[str, Any]],
+    events: Sequence[AcceptedEvent],
     reason: str,
 ) -> Written:
     """Write one sync's result in one transaction; publish intent goes to the outbox."""
@@ -229,24 +230,16 @@ async def _write_subscriptions(
 async def record_events(
     conn: asyncpg.Connection | asyncpg.Pool,
     customer_id: str | None,
-    events: Sequence[Mapping[str, Any]],
+    events: Sequence[AcceptedEvent],
     *,
     outcome: str,
     error: str | None = None,
 ) -> None:
     """Upsert the ledger rows of these events with what became of them."""
     rows = [
-        (
-            str(e["id"]),
-            str(e.get("type", "")),
-            customer_id,
-            str(e.get("source", "webhook")),
-            ts(float(e.get("received_at", 0)) / 1000) or datetime.now(UTC),
-            outcome,
-            error,
-        )
+        (e.id, e.type, customer_id, e.source, ts(e.received_at_ms / 1000) or datetime.now(UTC), outcome, error)
         for e in events
-        if e.get("id")
+        if e.id
     ]
     if not rows:
         return

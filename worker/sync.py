@@ -18,14 +18,9 @@ from prometheus_client import Counter, Histogram
 
 from shared.access import Access, CustomerFacts, Subscription, decide, grants_at, ref_id
 from shared.bootstrap import Services
-from shared.coordination import (
-    CATALOG,
-    CHECKOUT_UNIT_PREFIX,
-    EVENTS_POLL_UNIT,
-    SUBSCRIPTION_UNIT_PREFIX,
-    Run,
-)
+from shared.coordination import Outcome, Run, Unit, UnitKind
 from worker import catalog, reconcile, store
+from worker.failures import is_fatal
 
 log = structlog.get_logger(__name__)
 
@@ -37,6 +32,11 @@ MISMATCHES = Counter(
     "entitled_stripe_entitlements_mismatch_total",
     "Syncs where Stripe's own active entitlements differ from ours (ours decide).",
     ["kind"],  # stripe_grants_more | stripe_grants_less
+)
+PARKED = Counter(
+    "entitled_units_parked_total",
+    "Units parked after repeated non-retryable failures (`entitled events --failed` lists them).",
+    ["kind"],
 )
 
 SUMMARY_EVENT = "entitlements.active_entitlement_summary.updated"
@@ -52,60 +52,66 @@ def retry_delay_ms(failures: int) -> int:
     return int(base * random.uniform(0.75, 1.0) * 1000)
 
 
-def unit_kind(unit: str) -> str:
-    if unit == CATALOG:
-        return "catalog"
-    if unit == EVENTS_POLL_UNIT:
-        return "events"
-    if unit.startswith((SUBSCRIPTION_UNIT_PREFIX, CHECKOUT_UNIT_PREFIX)):
-        return "resolve"
-    return "customer"
+def kind_label(unit: Unit) -> str:
+    """The `kind` of metrics and log lines: customer, catalog, events, or resolve."""
+    return "resolve" if unit.kind in (UnitKind.SUBSCRIPTION, UnitKind.CHECKOUT) else unit.kind.value
 
 
-async def run_unit(deps: Services, unit: str, job_id: str) -> str:
+async def run_unit(deps: Services, wire: str, job_id: str) -> str:
     """The body of the `sync_unit` job. Returns what happened, for arq's log line."""
+    unit = Unit.decode(wire)
     run = await deps.coordinator.begin(unit, job_id)
-    kind = unit_kind(unit)
+    kind = kind_label(unit)
     if run is None:
         SYNCS.labels(kind, "busy").inc()
         log.info("sync.busy", unit=unit, job_id=job_id)
         return "busy"
     began_at = time.time()
-    with structlog.contextvars.bound_contextvars(customer_id=unit, job_id=job_id):
+    with structlog.contextvars.bound_contextvars(customer_id=unit.wire, job_id=job_id):
         heartbeat = asyncio.create_task(_heartbeat(deps, run))
-        ok = False
+        outcome: Outcome = "failed"
         try:
             if run.took_over:
                 log.warning("sync.took_over", hint="the previous run's lease expired")
-            await _dispatch(deps, kind, run)
-            ok = True
+            await _dispatch(deps, run)
+            outcome = "ok"
         except asyncio.CancelledError:
             # Shutdown or arq's timeout: hand the unit on rather than hold it until the lease ends.
-            await asyncio.shield(deps.coordinator.finish(run, ok=False, handled_events=0, retry_ms=0))
+            await asyncio.shield(deps.coordinator.finish(run, outcome="failed", handled_events=0, retry_ms=0))
             raise
         except store.FencedOutError:
             # A newer run holds the customer; it sees everything this one would have written.
             SYNCS.labels(kind, "fenced").inc()
             log.warning("sync.fenced_out")
-            ok = True
+            outcome = "ok"
         except Exception as exc:
-            SYNCS.labels(kind, "failed").inc()
-            log.exception("sync.failed", error=type(exc).__name__, failures=run.failures + 1)
-            with contextlib.suppress(Exception):
-                await store.record_events(deps.pool, None if kind != "customer" else unit, run.events,
-                                          outcome="failed", error=f"{type(exc).__name__}: {exc}"[:500])
+            outcome = "fatal" if is_fatal(exc) else "failed"
+            await _failed(deps, run, exc, fatal=outcome == "fatal")
         finally:
             heartbeat.cancel()
         held_until = time.time()  # the unit is released inside `finish`, after this instant
         result = await deps.coordinator.finish(
-            run, ok=ok, handled_events=len(run.events), retry_ms=retry_delay_ms(run.failures)
+            run, outcome=outcome, handled_events=len(run.events), retry_ms=retry_delay_ms(run.failures)
         )
         if result == "lost":
             log.warning("sync.lost_unit", hint="another run took over; its result stands")
+        elif result == "parked":
+            PARKED.labels(kind).inc()
+            log.error("sync.parked", failures=run.failures + 1,
+                      hint="not retried again; `entitled events --failed` lists it, `entitled replay` runs it")
         # One line per run, with the interval it held the unit (tests check runs never overlap).
-        log.info("sync.run", kind=kind, ok=ok, next=result, events=len(run.events),
+        log.info("sync.run", kind=kind, ok=outcome == "ok", next=result, events=len(run.events),
                  began_at=round(began_at, 4), ended_at=round(held_until, 4))
-        return f"{kind}:{'ok' if ok else 'failed'}:{result}"
+        return f"{kind}:{'ok' if outcome == 'ok' else 'failed'}:{result}"
+
+
+async def _failed(deps: Services, run: Run, exc: Exception, *, fatal: bool) -> None:
+    SYNCS.labels(kind_label(run.unit), "failed").inc()
+    log.exception("sync.failed", error=type(exc).__name__, failures=run.failures + 1, retryable=not fatal)
+    customer = run.unit.id if run.unit.kind is UnitKind.CUSTOMER else None
+    with contextlib.suppress(Exception):
+        await store.record_events(deps.pool, customer, run.events, outcome="failed",
+                                  error=f"{type(exc).__name__}: {exc}"[:500])
 
 
 async def _heartbeat(deps: Services, run: Run) -> None:
@@ -117,15 +123,16 @@ async def _heartbeat(deps: Services, run: Run) -> None:
             return
 
 
-async def _dispatch(deps: Services, kind: str, run: Run) -> None:
-    if kind == "customer":
+async def _dispatch(deps: Services, run: Run) -> None:
+    kind = run.unit.kind
+    if kind is UnitKind.CUSTOMER:
         await sync_customer(deps, run)
-    elif kind == "catalog":
+    elif kind is UnitKind.CATALOG:
         await reconcile.refresh_catalog(deps)
-        SYNCS.labels(kind, "ok").inc()
-    elif kind == "events":
+        SYNCS.labels(kind.value, "ok").inc()
+    elif kind is UnitKind.EVENTS:
         await reconcile.poll_events(deps)
-        SYNCS.labels(kind, "ok").inc()
+        SYNCS.labels(kind.value, "ok").inc()
     else:
         await _resolve(deps, run)
 
@@ -134,18 +141,21 @@ async def _resolve(deps: Services, run: Run) -> None:
     """A payload named a subscription or a Checkout Session but no customer: find the customer
     and hand the events over to it."""
     unit = run.unit
-    if unit.startswith(SUBSCRIPTION_UNIT_PREFIX):
-        obj = await deps.reader.subscription(unit)
+    if unit.kind is UnitKind.SUBSCRIPTION:
+        obj = await deps.reader.subscription(unit.id)
     else:
-        obj = await deps.reader.checkout_session(unit)
+        obj = await deps.reader.checkout_session(unit.id)
     customer = ref_id(obj.get("customer")) if obj else None
     if customer is None:
-        log.info("sync.unresolved", unit=unit)
+        log.info("sync.unresolved", unit=unit.wire)
         await store.record_events(deps.pool, None, run.events, outcome="unresolved")
         SYNCS.labels("resolve", "unresolved").inc()
         return
-    for event in run.events or ({},):
-        await deps.coordinator.accept(customer, event=event or None, reason=str(event.get("type", run.reason)))
+    target = Unit.customer(customer)
+    for event in run.events:
+        await deps.coordinator.accept(target, event=event, reason=event.type)
+    if not run.events:
+        await deps.coordinator.accept(target, reason=run.reason)
     SYNCS.labels("resolve", "ok").inc()
 
 
@@ -176,10 +186,10 @@ def _effective_past_due(
 
 async def sync_customer(deps: Services, run: Run) -> None:
     started = time.perf_counter()
-    cid = run.unit
+    cid = run.unit.id
     fence = await store.bump_fence(deps.pool, cid)
     prior = await store.load_prior(deps.pool, cid)
-    event_types = [str(e.get("type", "")) for e in run.events]
+    event_types = [e.type for e in run.events]
     # The user id from a Checkout Session does not change; re-read it only when a checkout event
     # came, or when we have none yet (it costs a request per sync).
     with_checkout = prior.user_id_source != "checkout_session" or any(
@@ -265,7 +275,7 @@ async def _compare_with_stripe(
         # summary events may be lost, and nothing else would tell them.
         for cid in await catalog.customers_with_products(deps.pool, changed):
             if cid != facts.customer_id:
-                await deps.coordinator.accept(cid, reason="catalog")
+                await deps.coordinator.accept(Unit.customer(cid), reason="catalog")
     more = facts.stripe_features - access.features
     less = access.features - facts.stripe_features
     if more:

@@ -17,6 +17,7 @@ import redis.exceptions
 import structlog
 
 from shared.bootstrap import Services
+from shared.coordination import Unit
 
 log = structlog.get_logger(__name__)
 
@@ -33,7 +34,7 @@ async def run_forever(deps: Services) -> None:
             if rechecked:
                 log.info("timers.rechecks", customers=len(rechecked))
             if revived:
-                log.warning("timers.revived", units=revived, hint="their runs' leases expired")
+                log.warning("timers.revived", units=[u.wire for u in revived], hint="their runs' leases expired")
             if time.monotonic() - last_backstop >= BACKSTOP_EVERY_S:
                 last_backstop = time.monotonic()
                 await backstop(deps)
@@ -52,7 +53,7 @@ async def backstop(deps: Services) -> int:
         BACKSTOP_GRACE_S,
     )
     for row in rows:
-        await deps.coordinator.accept(row["customer_id"], reason="recheck", delay_ms=0)
+        await deps.coordinator.accept(Unit.customer(row["customer_id"]), reason="recheck", delay_ms=0)
     if rows:
         log.warning("timers.backstop", customers=len(rows))
     return len(rows)

@@ -2,9 +2,10 @@
 
 How it works
 ------------
-Work is keyed by *unit*: a customer id, or `__catalog__` for catalog work. Each unit has a small
-state machine in a Redis hash (`Keys.unit`), changed only by the Lua scripts in `lua/` beside this module,
-each of which runs atomically:
+Work is keyed by *unit* (`units.py`): a customer, a subscription or Checkout Session to resolve,
+or an internal unit (the Events API poll, the catalog). Each unit has a small state machine in a
+Redis hash (`Keys.unit`), changed only by the Lua scripts in `lua/` beside this module, each of
+which runs atomically:
 
 - ``seq``      increases by one for every piece of accepted work (a webhook, a re-check, ...);
 - ``pending``  the arq job queued to sync the unit, if any;
@@ -22,7 +23,10 @@ events; we write arq's job format ourselves, in the same script, and never reuse
 (**one at a time**, across every process and host: the lease lives in Redis). ``finish``
 releases it and, if ``seq`` moved since the run started, queues the next run, so an event that
 arrives while a sync runs is always followed by a sync that starts after it (**no lost
-update**). A failed run queues a retry with backoff: work is never dropped.
+update**). A failed run queues a retry with backoff: work is never dropped. A unit whose runs
+fail `PARK_AFTER_FATAL` times in a row with an error that retrying cannot mend (Stripe or Postgres
+refusing the request itself) is *parked* instead: its work stays queued, no job is scheduled for
+it, and it is listed (`parked_units`, `entitled events --failed`) until a replay un-parks it.
 
 A run that dies keeps the unit only until its lease expires (it is renewed by a heartbeat
 while the run is alive); the timer loop then queues the unit again, and the next ``begin``
@@ -44,21 +48,27 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Literal, cast
 
-import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
 from shared.coordination.batching import ScriptBatcher
-from shared.coordination.keys import CATALOG, DEDUPE_TTL_S, Keys
+from shared.coordination.keys import DEDUPE_TTL_S, Keys
+from shared.coordination.records import AcceptedEvent
+from shared.coordination.units import CATALOG, Unit
 
 SYNC_FUNCTION = "sync_unit"
 # arq's default: a job that has not started a day after it was due is dropped by arq
 # (our timer loop would queue the unit again on its next re-check or reconciliation).
 JOB_EXPIRES_EXTRA_MS = 86_400_000
 MAX_EVENTS_PER_UNIT = 10_000
+# Runs in a row that fail with a non-retryable error before their unit is parked.
+PARK_AFTER_FATAL = 5
+# A cron slot's claim outlives the slot, so that a late worker cannot run it again.
+MIN_CRON_CLAIM_S = 60
 
-AcceptResult = Literal["duplicate", "coalesced", "running", "scheduled"]
-FinishResult = Literal["lost", "done", "again", "retry", "pending"]
+AcceptResult = Literal["duplicate", "coalesced", "running", "scheduled", "parked"]
+FinishResult = Literal["lost", "done", "again", "retry", "pending", "parked"]
+Outcome = Literal["ok", "failed", "fatal"]
 
 
 def _script(name: str) -> str:
@@ -67,18 +77,38 @@ def _script(name: str) -> str:
     return prelude + "\n" + (folder / f"{name}.lua").read_text(encoding="utf-8")
 
 
+def in_progress_timeout_s(lease_s: float) -> float:
+    """How long arq should keep a picked job marked in progress (its key is never refreshed).
+
+    arq takes the longest timeout of all functions (the sweep's hours) for every job. A job
+    whose worker was killed then stays at the head of the queue that long, and arq reads only
+    the 100 oldest due jobs on each poll: a hundred such jobs stop the deployment. A job killed
+    before its run began is worse: it stays the unit's pending job, so every new event coalesces
+    into it and the unit is not synced. The coordination never relied on this key (a job may run
+    twice; a second run of a live one finds its unit busy, a second cron run finds its slot
+    claimed), so keep it about as long as a lease: dead jobs run again soon.
+    """
+    return lease_s + 10
+
+
 @dataclass(frozen=True)
 class Run:
     """A run that holds its unit: what `begin` handed to it."""
 
-    unit: str
+    unit: Unit
     job_id: str
     token: str
     seq: int
     took_over: bool
     failures: int
     reason: str
-    events: tuple[dict[str, object], ...]
+    events: tuple[AcceptedEvent, ...]
+
+
+@dataclass(frozen=True)
+class ParkedUnit:
+    unit: Unit
+    parked_at_ms: int
 
 
 class Coordinator:
@@ -97,7 +127,7 @@ class Coordinator:
         self.coalesce_ms = coalesce_ms
         self.lease_ms = lease_ms
         self._id_prefix = f"{keys.prefix}:"
-        # The receiver's hot path: concurrent accepts share a round trip (shared/batching.py).
+        # The receiver's hot path: concurrent accepts share a round trip (batching.py).
         self._accept = ScriptBatcher(redis, _script("accept"))
         self._begin: AsyncScript = redis.register_script(_script("begin"))
         self._heartbeat: AsyncScript = redis.register_script(_script("heartbeat"))
@@ -106,15 +136,18 @@ class Coordinator:
 
     async def accept(
         self,
-        unit: str,
+        unit: Unit,
         *,
-        event: dict[str, object] | None = None,
+        event: AcceptedEvent | None = None,
         reason: str = "",
         dedupe_id: str | None = None,
         catalog_item: str | None = None,
         delay_ms: int | None = None,
+        unpark: bool = False,
     ) -> AcceptResult:
-        """Record work for `unit` and make sure a sync will run after it. One round trip."""
+        """Record work for `unit` and make sure a sync will run after it. One round trip.
+
+        `unpark`: a replay or resync asks for the unit to run again even if it was parked."""
         keys = self.keys
         result = await self._accept(
             keys=[
@@ -123,10 +156,11 @@ class Coordinator:
                 keys.unit_events(unit),
                 keys.queue,
                 keys.catalog_dirty,
+                keys.parked,
             ],
             args=[
-                orjson.dumps(event) if event is not None else "",
-                unit,
+                event.to_json() if event is not None else "",
+                unit.wire,
                 SYNC_FUNCTION,
                 self.coalesce_ms if delay_ms is None else delay_ms,
                 JOB_EXPIRES_EXTRA_MS,
@@ -135,22 +169,24 @@ class Coordinator:
                 DEDUPE_TTL_S if dedupe_id else "",
                 catalog_item or "",
                 MAX_EVENTS_PER_UNIT,
+                keys.job_prefix,
+                "1" if unpark else "",
             ],
         )
         return cast(AcceptResult, _text(result))
 
-    async def accept_catalog(self, item: str, *, event: dict[str, object] | None = None,
+    async def accept_catalog(self, item: str, *, event: AcceptedEvent | None = None,
                              dedupe_id: str | None = None, reason: str = "") -> AcceptResult:
         """Catalog work: `item` is `product:<id>`, `feature:<id>` or `*` (everything)."""
         return await self.accept(CATALOG, event=event, reason=reason, dedupe_id=dedupe_id,
                                  catalog_item=item)
 
-    async def begin(self, unit: str, job_id: str) -> Run | None:
+    async def begin(self, unit: Unit, job_id: str) -> Run | None:
         """Take the unit for this job's run; None when another live run holds it."""
         token = uuid.uuid4().hex
         reply = await self._begin(
             keys=[self.keys.unit(unit), self.keys.unit_events(unit), self.keys.leases],
-            args=[job_id, token, self.lease_ms, unit],
+            args=[job_id, token, self.lease_ms, unit.wire],
         )
         parts = [_text(p) for p in reply]
         if parts[0] == "busy":
@@ -163,51 +199,69 @@ class Coordinator:
             took_over=parts[2] == "1",
             failures=int(parts[3]),
             reason=parts[4],
-            events=tuple(orjson.loads(p) for p in parts[5:]),
+            events=tuple(AcceptedEvent.from_json(p) for p in parts[5:]),
         )
 
     async def heartbeat(self, run: Run) -> bool:
         """Renew the lease; False once another run has taken the unit over."""
         held = await self._heartbeat(
             keys=[self.keys.unit(run.unit), self.keys.leases],
-            args=[run.token, self.lease_ms, run.unit],
+            args=[run.token, self.lease_ms, run.unit.wire],
         )
         return bool(held)
 
-    async def finish(self, run: Run, *, ok: bool, handled_events: int, retry_ms: int = 0) -> FinishResult:
+    async def finish(self, run: Run, *, outcome: Outcome, handled_events: int, retry_ms: int = 0) -> FinishResult:
+        """Release the unit. `fatal`: a failure that retrying cannot mend (parks the unit in the end)."""
         reply = await self._finish(
             keys=[self.keys.unit(run.unit), self.keys.unit_events(run.unit), self.keys.queue,
-                  self.keys.leases],
+                  self.keys.leases, self.keys.parked],
             args=[
                 run.token,
-                handled_events if ok else 0,
-                "ok" if ok else "failed",
+                handled_events if outcome == "ok" else 0,
+                outcome,
                 SYNC_FUNCTION,
                 self.coalesce_ms,
                 retry_ms,
                 JOB_EXPIRES_EXTRA_MS,
                 self._id_prefix,
-                run.unit,
+                run.unit.wire,
+                self.keys.job_prefix,
+                PARK_AFTER_FATAL,
             ],
         )
         return cast(FinishResult, _text(reply))
 
     async def set_recheck(self, customer_id: str, due_ms: int | None) -> None:
         """At most one pending re-check per customer: a new time replaces the old one."""
+        member = Unit.customer(customer_id).wire
         if due_ms is None:
-            await cast(Awaitable[int], self.redis.zrem(self.keys.rechecks, customer_id))
+            await cast(Awaitable[int], self.redis.zrem(self.keys.rechecks, member))
         else:
-            await self.redis.zadd(self.keys.rechecks, {customer_id: due_ms})
+            await self.redis.zadd(self.keys.rechecks, {member: due_ms})
 
-    async def fire_due(self, limit: int = 500) -> tuple[list[str], list[str]]:
+    async def fire_due(self, limit: int = 500) -> tuple[list[Unit], list[Unit]]:
         """Queue the due re-checks and the units of dead runs; return both lists."""
+        head, tail = self.keys.unit_key_parts
         reply = await self._fire_due(
-            keys=[self.keys.rechecks, self.keys.queue, self.keys.leases],
-            args=[self.keys.prefix, SYNC_FUNCTION, 0, JOB_EXPIRES_EXTRA_MS, self._id_prefix, limit],
+            keys=[self.keys.rechecks, self.keys.queue, self.keys.leases, self.keys.parked],
+            args=[head, tail, SYNC_FUNCTION, 0, JOB_EXPIRES_EXTRA_MS, self._id_prefix, limit,
+                  self.keys.job_prefix],
         )
         items = [_text(p) for p in reply]
         split = items.index("|")
-        return items[:split], items[split + 1 :]
+        return [Unit.decode(u) for u in items[:split]], [Unit.decode(u) for u in items[split + 1 :]]
+
+    async def parked_units(self, limit: int = 1000) -> list[ParkedUnit]:
+        """Units parked after repeated non-retryable failures, oldest first."""
+        rows = await self.redis.zrange(self.keys.parked, 0, limit - 1, withscores=True)
+        return [ParkedUnit(Unit.decode(_text(member)), int(score)) for member, score in rows]
+
+    async def claim_cron(self, name: str, slot: int, every_s: float) -> bool:
+        """True for the one worker that gets to run cron job `name` for this schedule slot.
+
+        arq's `unique` cron jobs are best effort; this SET NX is not."""
+        ttl_s = max(int(every_s), MIN_CRON_CLAIM_S)
+        return bool(await self.redis.set(self.keys.cron(name, slot), "1", nx=True, ex=ttl_s))
 
     async def take_catalog_items(self) -> set[str]:
         """Everything the catalog job has to refresh, removed atomically from the dirty set."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from arq.constants import job_key_prefix
+
+from shared.coordination.units import Unit
+
 # SPEC section 6: the stream and the pub/sub channel share this name.
 ACCESS_CHANGED = "access-changed"
-
-# The pseudo-customer under which catalog work (products, prices, features) is coordinated.
-CATALOG = "__catalog__"
 
 DEDUPE_TTL_S = 4 * 86400  # Stripe retries for up to 3 days; keep ids a day longer.
 
@@ -27,20 +28,40 @@ class Keys:
 
     @property
     def queue(self) -> str:
-        """arq's queue; its job keys are `arq:job:<id>` whatever the queue name."""
+        """arq's queue; its job keys are `job_prefix + <id>` whatever the queue name."""
         return f"{self.prefix}:queue"
+
+    @property
+    def job_prefix(self) -> str:
+        """arq's job keys, `arq:job:<id>` (arq's own constant): the Lua writes jobs in arq's format."""
+        return job_key_prefix
+
+    def job(self, job_id: str) -> str:
+        return f"{self.job_prefix}{job_id}"
 
     def seen(self, event_id: str) -> str:
         """Set once per accepted event id, for deduplication."""
         return f"{self.prefix}:seen:{event_id}"
 
-    def unit(self, unit: str) -> str:
-        """The coordination hash of one customer (or of the catalog); see coordinator.py."""
-        return f"{self.prefix}:unit:{{{unit}}}"
+    def unit(self, unit: Unit) -> str:
+        """The coordination hash of one unit; see coordinator.py."""
+        head, tail = self.unit_key_parts
+        return f"{head}{unit.wire}{tail}"
 
-    def unit_events(self, unit: str) -> str:
+    @property
+    def unit_key_parts(self) -> tuple[str, str]:
+        """`unit(u) == head + u.wire + tail`: for the timer script, which finds units in sorted
+        sets and is handed these two parts rather than spelling the name itself."""
+        return f"{self.prefix}:unit:{{", "}"
+
+    def unit_events(self, unit: Unit) -> str:
         """Accepted events not yet written to the ledger, oldest first."""
-        return f"{self.prefix}:unit:{{{unit}}}:events"
+        return f"{self.unit(unit)}:events"
+
+    @property
+    def parked(self) -> str:
+        """Sorted set: unit -> when (ms) it was parked after too many non-retryable failures."""
+        return f"{self.prefix}:parked"
 
     @property
     def catalog_dirty(self) -> str:

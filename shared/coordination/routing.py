@@ -1,14 +1,19 @@
 """Which work a Stripe event calls for (SPEC section 4), shared by ingest and the Events API poller.
 
 An event is only ever a hint about *which* customer (or catalog entry) changed; the worker
-re-reads the truth from Stripe. So all we take from a payload is an id.
+re-reads the truth from Stripe. So all we take from a payload is an id, and only an id of
+Stripe's shape (`units.is_stripe_id`): anything else is refused as not a Stripe event, so no
+payload can name an internal unit or a unit the worker could never process.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from datetime import datetime
+from typing import Any
+
+from shared.coordination.units import CATALOG, EVENTS_POLL, Unit, UnitKind, is_stripe_id
 
 # Event types that are customer work (SPEC section 4), besides every `customer.subscription.*`.
 CUSTOMER_TYPES = frozenset(
@@ -29,6 +34,10 @@ CUSTOMER_TYPES = frozenset(
 )
 SUBSCRIPTION_PREFIX = "customer.subscription."
 CATALOG_PREFIXES = ("product.", "price.", "entitlements.feature.")
+# Thin events about API v1 resources carry this prefix (`v1.customer.subscription.updated`;
+# https://docs.stripe.com/event-destinations#events-overview, changelog 2026-09-30.endive).
+# Past it they name the same thing as the snapshot type, and route the same way.
+THIN_V1_PREFIX = "v1."
 
 # Every type we queue, for the Events API poller's `types[]` filter and the README.
 QUEUED_TYPE_PATTERNS = (
@@ -39,12 +48,12 @@ QUEUED_TYPE_PATTERNS = (
     "entitlements.feature.*",
 )
 
-# Prefixes that name a unit the worker resolves to a customer (when a payload gives no customer).
-SUBSCRIPTION_UNIT_PREFIX = "sub_"
-CHECKOUT_UNIT_PREFIX = "cs_"
-# A thin event whose object we cannot resolve with the endpoints SPEC section 8 allows (an
-# invoice) asks the Events API poller to run now: the snapshot event there names the customer.
-EVENTS_POLL_UNIT = "__events__"
+# A thin event's `related_object.type` -> the unit kind and id prefix it stands for.
+_THIN_OBJECTS: dict[str, tuple[UnitKind, str]] = {
+    "customer": (UnitKind.CUSTOMER, "cus_"),
+    "subscription": (UnitKind.SUBSCRIPTION, "sub_"),
+    "checkout.session": (UnitKind.CHECKOUT, "cs_"),
+}
 
 
 class BadEventError(ValueError):
@@ -53,99 +62,120 @@ class BadEventError(ValueError):
 
 @dataclass(frozen=True)
 class Route:
-    kind: Literal["customer", "catalog", "ignored"]
-    # customer id, or a `sub_`/`cs_` id to resolve, or EVENTS_POLL_UNIT
-    unit: str | None = None
-    # for catalog work: `product:<id>` or `feature:<id>`
+    """The work an event calls for: None = none (ignored)."""
+
+    unit: Unit | None = None
+    # for catalog work: `product:<id>`, `feature:<id>` or `*`
     catalog_item: str | None = None
 
+    @property
+    def ignored(self) -> bool:
+        return self.unit is None
 
-def wants_work(event_type: str) -> Literal["customer", "catalog", "ignored"]:
+
+IGNORED = Route()
+
+
+def base_type(event_type: str) -> str:
+    """The snapshot type a (possibly thin, `v1.`-prefixed) event type names."""
+    return event_type.removeprefix(THIN_V1_PREFIX)
+
+
+def wants_work(event_type: str) -> bool | None:
+    """True: customer work; False: catalog work; None: no work."""
     if event_type in CUSTOMER_TYPES or event_type.startswith(SUBSCRIPTION_PREFIX):
-        return "customer"
+        return True
     if event_type.startswith(CATALOG_PREFIXES):
-        return "catalog"
-    return "ignored"
-
-
-def _id(value: Any) -> str | None:
-    """A Stripe reference is an id string, or the expanded object carrying `id`."""
-    if isinstance(value, str) and value:
-        return value
-    if isinstance(value, Mapping):
-        inner = value.get("id")
-        if isinstance(inner, str) and inner:
-            return inner
+        return False
     return None
 
 
-def _customer_unit(event_type: str, obj: Mapping[str, Any]) -> str | None:
+def _ref(value: Any, what: str, prefix: str | None = None) -> str | None:
+    """A Stripe reference: an id string, or the expanded object carrying `id`. None when absent;
+    BadEventError when present but not an id of Stripe's shape (and of `prefix`, if given)."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    if value is None or value == "":
+        return None
+    if not is_stripe_id(value, prefix=prefix):
+        raise BadEventError(f"{what} is not a Stripe id" + (f" starting {prefix}" if prefix else ""))
+    return str(value)
+
+
+def _customer_unit(event_type: str, obj: Mapping[str, Any]) -> Unit | None:
     if event_type.startswith("customer.") and not event_type.startswith(SUBSCRIPTION_PREFIX):
-        return _id(obj.get("id"))
-    if customer := _id(obj.get("customer")):
-        return customer
+        cid = _ref(obj.get("id"), "the customer's id", "cus_")
+        return Unit.customer(cid) if cid else None
+    if customer := _ref(obj.get("customer"), "customer", "cus_"):
+        return Unit.customer(customer)
+    sub: str | None = None
     if event_type.startswith("invoice."):
         # Since API version basil the subscription is under parent.subscription_details.
         parent = obj.get("parent")
         details = parent.get("subscription_details") if isinstance(parent, Mapping) else None
-        if isinstance(details, Mapping) and (sub := _id(details.get("subscription"))):
-            return sub
-    if event_type.startswith(SUBSCRIPTION_PREFIX):
-        return _id(obj.get("id"))
-    if event_type.startswith("checkout.session."):
-        return _id(obj.get("subscription"))
-    return None
+        if isinstance(details, Mapping):
+            sub = _ref(details.get("subscription"), "the invoice's subscription", "sub_")
+    elif event_type.startswith(SUBSCRIPTION_PREFIX):
+        sub = _ref(obj.get("id"), "the subscription's id", "sub_")
+    elif event_type.startswith("checkout.session."):
+        sub = _ref(obj.get("subscription"), "the session's subscription", "sub_")
+    return Unit(UnitKind.SUBSCRIPTION, sub) if sub else None
 
 
-def _type_and_kind(event: Mapping[str, Any]) -> tuple[str, Literal["customer", "catalog", "ignored"]]:
+def _type(event: Mapping[str, Any]) -> str:
     event_type = event.get("type")
     if not isinstance(event_type, str):
         raise BadEventError("event has no type")
-    return event_type, wants_work(event_type)
+    return event_type
 
 
 def route_snapshot(event: Mapping[str, Any]) -> Route:
     """Route a snapshot event (`object: "event"`, with `data.object`)."""
-    event_type, kind = _type_and_kind(event)
-    if kind == "ignored":
-        return Route("ignored")
+    event_type = _type(event)
+    customer_work = wants_work(event_type)
+    if customer_work is None:
+        return IGNORED
     data = event.get("data")
     obj = data.get("object") if isinstance(data, Mapping) else None
     if not isinstance(obj, Mapping):
         raise BadEventError("event has no data.object")
-    if kind == "catalog":
+    if not customer_work:
         if event_type.startswith("price."):
-            product = _id(obj.get("product"))
-            return Route("catalog", catalog_item=f"product:{product}") if product else Route("ignored")
-        oid = _id(obj.get("id"))
+            product = _ref(obj.get("product"), "the price's product", "prod_")
+            return Route(CATALOG, f"product:{product}") if product else IGNORED
+        is_feature = event_type.startswith("entitlements.feature.")
+        oid = _ref(obj.get("id"), "the object's id", "feat_" if is_feature else "prod_")
         if not oid:
             raise BadEventError("catalog event object has no id")
-        prefix = "feature" if event_type.startswith("entitlements.feature.") else "product"
-        return Route("catalog", catalog_item=f"{prefix}:{oid}")
+        return Route(CATALOG, f"{'feature' if is_feature else 'product'}:{oid}")
     unit = _customer_unit(event_type, obj)
     # A payment-mode checkout session without a customer concerns no subscription: no work.
-    return Route("customer", unit=unit) if unit else Route("ignored")
+    return Route(unit) if unit else IGNORED
 
 
 def route_thin(event: Mapping[str, Any]) -> Route:
     """Route a thin event (`object: "v2.core.event"`, with `related_object`)."""
-    _, kind = _type_and_kind(event)
-    if kind == "ignored":
-        return Route("ignored")
+    customer_work = wants_work(base_type(_type(event)))
+    if customer_work is None:
+        return IGNORED
     related = event.get("related_object")
-    rid = _id(related) if isinstance(related, Mapping) else None
+    rtype = related.get("type") if isinstance(related, Mapping) else None
+    rid = _ref(related, "related_object.id")
     if not rid:
         # Nothing to go on: let the Events API poller find the snapshot.
-        return Route("customer", unit=EVENTS_POLL_UNIT)
-    if kind == "catalog":
-        if rid.startswith("prod_"):
-            return Route("catalog", catalog_item=f"product:{rid}")
-        if rid.startswith("feat_"):
-            return Route("catalog", catalog_item=f"feature:{rid}")
-        return Route("catalog", catalog_item="*")
-    if rid.startswith(("cus_", SUBSCRIPTION_UNIT_PREFIX, CHECKOUT_UNIT_PREFIX)):
-        return Route("customer", unit=rid)
-    return Route("customer", unit=EVENTS_POLL_UNIT)
+        return Route(EVENTS_POLL)
+    if not customer_work:
+        if rtype == "product":
+            return Route(CATALOG, f"product:{_ref(rid, 'related_object.id', 'prod_')}")
+        if rtype == "entitlements.feature":
+            return Route(CATALOG, f"feature:{_ref(rid, 'related_object.id', 'feat_')}")
+        return Route(CATALOG, "*")
+    if isinstance(rtype, str) and rtype in _THIN_OBJECTS:
+        kind, prefix = _THIN_OBJECTS[rtype]
+        return Route(Unit(kind, str(_ref(rid, "related_object.id", prefix))))
+    # An invoice, say: no endpoint SPEC section 8 allows resolves it; the snapshot event the
+    # Events API poller reads names the customer.
+    return Route(EVENTS_POLL)
 
 
 def route(event: Mapping[str, Any]) -> Route:
@@ -155,3 +185,19 @@ def route(event: Mapping[str, Any]) -> Route:
     if obj == "v2.core.event":
         return route_thin(event)
     raise BadEventError("not a Stripe event (object must be \"event\" or \"v2.core.event\")")
+
+
+def created_of(event: Mapping[str, Any]) -> int:
+    """`created` as Unix seconds: an integer on a snapshot event, an RFC 3339 time on a thin one
+    (https://docs.stripe.com/api/v2/core/events/object). BadEventError for anything else."""
+    created = event.get("created")
+    if event.get("object") == "event":
+        if isinstance(created, int) and not isinstance(created, bool) and 0 <= created < 2**40:
+            return created
+        raise BadEventError("created is not a Unix time")
+    if isinstance(created, str) and len(created) <= 40:
+        try:
+            return int(datetime.fromisoformat(created).timestamp())
+        except ValueError:
+            pass
+    raise BadEventError("created is not an RFC 3339 time")

@@ -21,7 +21,7 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from . import errors, shapes, shapes_billing
+from . import errors, payments, shapes, shapes_billing, shapes_payments
 from .clock import API_VERSION
 from .core import Core
 from .events import CURRENT_REQUEST
@@ -285,7 +285,7 @@ def resolver(core: Core) -> Resolver:
         prefix = object_id.split("_", 1)[0] + "_"
         table = tables.get(prefix)
         if table is None or object_id not in table[0]:
-            return None
+            return shapes_payments.resolve(store, object_id)
         return table[1](table[0][object_id])
 
     return resolve
@@ -293,7 +293,9 @@ def resolver(core: Core) -> Resolver:
 
 def respond(request: web.Request, obj: JSON, p: dict[str, Any]) -> web.Response:
     if p.get("expand"):
-        expand(obj, p["expand"], resolver(fake_of(request).core))
+        core = fake_of(request).core
+        payments.include(core, obj, p["expand"])
+        expand(obj, p["expand"], resolver(core))
     return json_response(obj)
 
 

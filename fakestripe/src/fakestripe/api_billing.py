@@ -369,6 +369,8 @@ CREATE_SESSION = Endpoint(
             }
         ),
         "payment_method_collection": Enum(("always", "if_required")),
+        # mode=payment only (checkout_payment.py)
+        "customer_creation": Enum(("always", "if_required")),
         # Not a Stripe parameter: Stripe creates a Payment Link's sessions itself. The fake lets
         # a test create one "as if from" a Payment Link, so that `payment_link` is filled.
         "payment_link": Str(),
@@ -397,7 +399,7 @@ LIST_SESSIONS = Endpoint(
 @routes.post("/v1/checkout/sessions")
 async def create_session(request: web.Request) -> web.Response:
     p = params(request, CREATE_SESSION)
-    if p["mode"] == "subscription" and "line_items" not in p:
+    if p["mode"] in ("subscription", "payment") and "line_items" not in p:
         raise errors.missing_parameter("line_items")
     core = fake_of(request).core
     session = checkout.create_session(core, p)
@@ -416,7 +418,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         and ("subscription" not in p or s.subscription == p["subscription"])
         and ("status" not in p or s.status == p["status"])
         and ("payment_link" not in p or s.payment_link == p["payment_link"])
-        and "payment_intent" not in p
+        and ("payment_intent" not in p or s.payment_intent == p["payment_intent"])
         and (email is None or (s.customer_details or {}).get("email") == email)
         and in_range(s.created, p.get("created"))
     ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors, shapes, shapes_billing
+from . import checkout_payment, errors, shapes, shapes_billing
 from .billing import (
     NewSubscription,
     apply_metadata,
@@ -44,9 +44,11 @@ def session_json(core: Core, session: CheckoutSession) -> JSON:
 
 
 def create_session(core: Core, p: dict[str, Any]) -> CheckoutSession:
+    if p["mode"] == "payment":
+        return checkout_payment.create_session(core, p)
     if p["mode"] != "subscription":
         raise errors.invalid_value(
-            "mode", "The fake Stripe supports Checkout Sessions in mode=subscription only."
+            "mode", "The fake Stripe supports Checkout Sessions in mode=subscription and mode=payment only."
         )
     if "customer" in p and "customer_email" in p:
         raise errors.invalid_request(
@@ -110,6 +112,8 @@ def complete(
     name: str | None = None,
 ) -> CheckoutSession:
     """The buyer submits the Checkout page; see the module docstring for the events."""
+    if session.mode == "payment":
+        return checkout_payment.complete(core, session, payment_method=payment_method, email=email, name=name)
     if session.status != "open":
         raise errors.invalid_request(
             f"This Checkout Session is {session.status}; only an open session can be completed.",

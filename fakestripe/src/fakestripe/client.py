@@ -216,3 +216,29 @@ class FakeStripeControl:
 
     async def reset_stats(self) -> None:
         await self._call("POST", "/_fake/stats/reset")
+
+    # One-time payments (control_payments.py) -----------------------------------------------
+
+    async def open_payment_link(self, link_id: str, *, client_reference_id: str | None = None) -> JSON:
+        """A buyer opens a Payment Link: the new Checkout Session (complete it as any other)."""
+        body = {} if client_reference_id is None else {"client_reference_id": client_reference_id}
+        result: JSON = await self._call("POST", f"/_fake/payment_links/{link_id}/checkout", body)
+        return result
+
+    async def settle_checkout(self, session_id: str, *, succeeded: bool | None = None) -> JSON:
+        """A bank debit of a payment-mode session settles (default: its test method's outcome)."""
+        body = {} if succeeded is None else {"succeeded": succeeded}
+        result: JSON = await self._call("POST", f"/_fake/checkout/sessions/{session_id}/settle", body)
+        return result
+
+    async def dispute_charge(self, charge_id: str, *, reason: str = "fraudulent", inquiry: bool = False) -> JSON:
+        """The card holder disputes the charge: the new Dispute."""
+        result: JSON = await self._call(
+            "POST", f"/_fake/charges/{charge_id}/dispute", {"reason": reason, "inquiry": inquiry}
+        )
+        return result
+
+    async def resolve_dispute(self, dispute_id: str, outcome: str) -> JSON:
+        """Close a dispute `won` or `lost`, as submitting Stripe's test evidence does."""
+        result: JSON = await self._call("POST", f"/_fake/disputes/{dispute_id}/resolve", {"outcome": outcome})
+        return result

@@ -78,6 +78,10 @@ _URL_OF_OBJECT = {
     "entitlements.feature": "/v1/entitlements/features/",
     "payment_method": "/v1/payment_methods/",
     "test_helpers.test_clock": "/v1/test_helpers/test_clocks/",
+    "charge": "/v1/charges/",
+    "dispute": "/v1/disputes/",
+    "payment_intent": "/v1/payment_intents/",
+    "refund": "/v1/refunds/",
 }
 
 

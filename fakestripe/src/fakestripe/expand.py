@@ -42,6 +42,8 @@ EXPANDABLE: dict[str, frozenset[str]] = {
             "default_payment_method",
             "default_source",
             "parent.subscription_details.subscription",
+            # includable (payments.py adds it when asked for)
+            "payments",
         }
     ),
     "checkout.session": frozenset(
@@ -52,6 +54,11 @@ EXPANDABLE: dict[str, frozenset[str]] = {
     "entitlements.active_entitlement": frozenset({"feature"}),
     "payment_method": frozenset({"customer"}),
     "line_item": frozenset(),
+    "item": frozenset({"price.product"}),
+    "charge": frozenset({"customer", "payment_intent", "payment_method"}),
+    "payment_intent": frozenset({"customer", "latest_charge", "payment_method"}),
+    "dispute": frozenset({"charge", "payment_intent"}),
+    "refund": frozenset({"charge", "payment_intent"}),
     "subscription_item": frozenset(),
 }
 

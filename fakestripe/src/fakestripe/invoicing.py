@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors, shapes, shapes_billing
+from . import errors, payments, shapes, shapes_billing
 from .clock import DAY_S
 from .core import Core
 from .events import SUBSCRIPTION_STATUS_THIN_TYPES, previous_attributes
@@ -197,6 +197,8 @@ def mark_paid(core: Core, inv: Invoice, sub: Subscription | None) -> None:
     inv.attempted = True
     inv.next_payment_attempt = None
     inv.auto_advance = False
+    pm = payment_method_for(core, sub, inv.customer)
+    payments.charge_for_invoice(core, inv, pm.id if pm else None)
     emit_invoice(core, "invoice.paid", inv)
     emit_invoice(core, "invoice.payment_succeeded", inv)
     if sub is not None and sub.status in ("incomplete", "past_due", "unpaid"):

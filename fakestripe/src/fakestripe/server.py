@@ -19,7 +19,15 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from . import api_billing, api_catalog, api_customers, api_events, control
+from . import (
+    api_billing,
+    api_catalog,
+    api_customers,
+    api_events,
+    api_payments,
+    control,
+    control_payments,
+)
 from .api import FAKE, Fake, stripe_middleware
 from .api_events import create_endpoint
 from .client import FakeStripeControl
@@ -75,7 +83,7 @@ class FakeStripe:
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[stripe_middleware], client_max_size=4 * 1024 * 1024)
         app[FAKE] = self.fake
-        for module in (api_customers, api_catalog, api_billing, api_events, control):
+        for module in (api_customers, api_catalog, api_billing, api_payments, api_events, control, control_payments):
             app.router.add_routes(module.routes)
         app.cleanup_ctx.append(self._background)
         return app

@@ -300,7 +300,8 @@ def checkout_session(store: Store, s: CheckoutSession) -> JSON:
         },
         "customer": s.customer,
         "customer_account": None,
-        "customer_creation": "always" if s.customer is None and s.status == "open" else None,
+        "customer_creation": s.customer_creation if s.mode == "payment"
+        else "always" if s.customer is None and s.status == "open" else None,
         "customer_details": s.customer_details,
         "customer_email": s.customer_email,
         "discounts": [],
@@ -314,7 +315,7 @@ def checkout_session(store: Store, s: CheckoutSession) -> JSON:
         "metadata": dict(s.metadata),
         "mode": s.mode,
         "origin_context": None,
-        "payment_intent": None,
+        "payment_intent": s.payment_intent,
         "payment_link": s.payment_link,
         "payment_method_collection": s.payment_method_collection,
         "payment_method_configuration_details": None,

@@ -12,6 +12,8 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from .payment_objects import PAYMENT_ID_FORMATS, PaymentObjects
+
 ALPHABET = string.ascii_letters + string.digits
 
 # Prefix and length of the random part, modelled on ids Stripe returns in test mode.
@@ -36,6 +38,7 @@ ID_FORMATS: dict[str, tuple[str, int]] = {
     "payment_method": ("pm_1", 23),
     "payment_intent": ("pi_3", 23),
     "delivery": ("dlv_", 16),
+    **PAYMENT_ID_FORMATS,
 }
 
 
@@ -247,6 +250,9 @@ class CheckoutSession:
     cancel_url: str | None = None
     customer_details: dict[str, Any] | None = None
     test_clock: str | None = None
+    # mode=payment (payments.py): `if_required` or `always`; the PaymentIntent once paid for
+    customer_creation: str | None = None
+    payment_intent: str | None = None
 
 
 @dataclass
@@ -279,6 +285,7 @@ class Store:
         self.invoices: dict[str, Invoice] = {}
         self.sessions: dict[str, CheckoutSession] = {}
         self.webhook_endpoints: dict[str, WebhookEndpoint] = {}
+        self.payments = PaymentObjects()
         # (customer, feature) -> the active entitlement's id, stable while it stays active.
         self.entitlement_ids: dict[tuple[str, str], str] = {}
 
