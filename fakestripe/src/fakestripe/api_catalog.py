@@ -326,7 +326,7 @@ async def create_feature(request: web.Request) -> web.Response:
     )
     apply_metadata(feature.metadata, p.get("metadata", {}))
     core.store.features[feature.id] = feature
-    core.emit("entitlements.feature.created", shapes.feature(feature), None)
+    # Stripe has no `entitlements.feature.*` event types (stripe-python's `enabled_events`).
     return respond(request, shapes.feature(feature), p)
 
 
@@ -335,21 +335,14 @@ async def update_feature(request: web.Request) -> web.Response:
     p = params(request, UPDATE_FEATURE)
     core = fake_of(request).core
     feature = _feature(core, request.match_info["id"])
-    before = shapes.feature(feature)
     if "name" in p:
         feature.name = p["name"]
     if "active" in p:
         feature.active = p["active"]
     if "metadata" in p:
         apply_metadata(feature.metadata, p["metadata"])
-    after = shapes.feature(feature)
-    changed = previous_attributes(before, after)
-    if changed:
-        core.emit("entitlements.feature.updated", after, None, changed)
-        for pf in core.store.product_features.values():
-            if pf.feature == feature.id:
-                core.entitlements.touch_product(core.store, pf.product)
-    return respond(request, after, p)
+    # No event: Stripe has no `entitlements.feature.*` event types.
+    return respond(request, shapes.feature(feature), p)
 
 
 @routes.get("/v1/entitlements/features/{id}")
@@ -401,7 +394,8 @@ async def attach_feature(request: web.Request) -> web.Response:
         feature=feature.id,
     )
     core.store.product_features[pf.id] = pf
-    core.entitlements.touch_product(core.store, product.id)
+    # No event, and existing subscriptions' active entitlements change only at their next
+    # period (https://docs.stripe.com/billing/entitlements): see `entitlements.snapshot`.
     return respond(request, shapes.product_feature(core.store, pf), p)
 
 
@@ -446,6 +440,6 @@ async def detach_feature(request: web.Request) -> web.Response:
     params(request, Endpoint())
     core = fake_of(request).core
     pf = _product_feature(core, request)
-    core.entitlements.touch_product(core.store, pf.product)
+    # As for attaching: no event, existing subscriptions keep the feature until their next period.
     del core.store.product_features[pf.id]
     return json_response(shapes.deleted(pf.id, "product_feature"))

@@ -14,6 +14,7 @@ from typing import Any
 from . import errors, shapes
 from .clock import DAY_S, add_interval
 from .core import Core
+from .entitlements import snapshot
 from .events import previous_attributes
 from .forms import UNSET
 from .invoicing import (
@@ -228,6 +229,8 @@ def create_subscription(core: Core, customer: Customer, spec: NewSubscription) -
         )
         for price_id, quantity in spec.items
     ]
+    for item in sub.items:
+        snapshot(core.store, item)
     if spec.cancel_at_period_end:
         sub.cancel_at_period_end, sub.cancel_at, sub.canceled_at = True, end, now
     elif spec.cancel_at is not None:
@@ -400,11 +403,13 @@ def _change_item(
             current_period_start=min(i.current_period_start for i in sub.items),
             current_period_end=period_end(sub),
         )
+        snapshot(core.store, new)
         items[new.id] = new
         return
     item = items[item_id]
-    if price_id is not None:
+    if price_id is not None and price_id != item.price:
         item.price = price_id
+        snapshot(core.store, item)
     if "quantity" in change:
         item.quantity = change["quantity"]
     if "metadata" in change:
@@ -441,6 +446,7 @@ def resume(core: Core, sub: Subscription) -> Subscription:
     sub.billing_cycle_anchor = now
     for item in sub.items:
         item.current_period_start, item.current_period_end = now, end
+        snapshot(core.store, item)
     inv = build_invoice(core, sub, "subscription_update", now, end)
     emit_subscription(core, "customer.subscription.updated", sub, before)
     emit_subscription(core, "customer.subscription.resumed", sub)

@@ -80,3 +80,7 @@ class Core:
         self, type_: str, obj: JSON, clock_id: str | None, previous: JSON | None = None
     ) -> Event:
         return self.events.emit(type_, obj, self.now(clock_id), clock_id, previous)
+
+    def emit_thin(self, type_: str, obj: JSON, clock_id: str | None) -> Event:
+        """A thin-only event (no snapshot), such as `v1.customer.subscription.past_due`."""
+        return self.events.emit(type_, obj, self.now(clock_id), clock_id, thin_only=True)

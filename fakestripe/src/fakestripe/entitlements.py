@@ -6,9 +6,16 @@ items of its subscriptions that are `trialing`, `active` or `past_due`
 a subscription that became `paused` because its trial ended without a payment method keeps
 its entitlements, so no `entitlements.active_entitlement_summary.updated` is sent for it.
 
-Whenever a customer's computed set changes for any other reason (subscription created, ended,
-upgraded; a feature attached to or removed from a product), one summary event is emitted for
-that customer at the end of the operation that changed it.
+Attaching a feature to a product, or removing it, fires no event and does not change the
+active entitlements of existing subscriptions until their next billing period: "Existing
+subscriptions will create active entitlements for any product feature changes at the start of
+the next billing period" (https://docs.stripe.com/billing/entitlements). Each subscription item
+therefore keeps a snapshot of its product's features (`snapshot`), taken when the item is
+created or its price changes and at each period start.
+
+Whenever a customer's computed set changes (subscription created, ended, upgraded, renewed into
+a period with other features), one summary event is emitted for that customer at the end of the
+operation that changed it.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import shapes
-from .store import Feature, Store, Subscription
+from .store import Feature, Store, Subscription, SubscriptionItem
 
 JSON = dict[str, Any]
 
@@ -32,6 +39,13 @@ def grants(sub: Subscription) -> bool:
     return sub.status == "paused" and sub.paused_reason == TRIAL_END_PAUSE
 
 
+def snapshot(store: Store, item: SubscriptionItem) -> None:
+    """Take the features of the item's product as those it entitles to in this period."""
+    price = store.prices.get(item.price)
+    features = store.features_of_product(price.product) if price is not None else []
+    item.features = [f.id for f in features]
+
+
 def active_features(store: Store, customer_id: str) -> list[Feature]:
     found: dict[str, Feature] = {}
     subs = sorted(store.subscriptions_of(customer_id), key=lambda s: s.seq)
@@ -39,11 +53,9 @@ def active_features(store: Store, customer_id: str) -> list[Feature]:
         if not grants(sub):
             continue
         for item in sub.items:
-            price = store.prices.get(item.price)
-            if price is None:
-                continue
-            for feature in store.features_of_product(price.product):
-                if feature.active:
+            for feature_id in item.features:
+                feature = store.features.get(feature_id)
+                if feature is not None and feature.active:
                     found.setdefault(feature.id, feature)
     return list(found.values())
 
@@ -70,9 +82,6 @@ class EntitlementTracker:
 
     def touch(self, customer_id: str) -> None:
         self.touched.add(customer_id)
-
-    def touch_product(self, store: Store, product_id: str) -> None:
-        self.touched.update(store.customers_of_product(product_id))
 
     def flush(self, store: Store, emit: Emit) -> None:
         touched, self.touched = sorted(self.touched), set()

@@ -23,6 +23,67 @@ CURRENT_REQUEST: contextvars.ContextVar[tuple[str | None, str | None]] = context
     "fakestripe_request", default=(None, None)
 )
 
+# Every snapshot event type the fake emits; `EventLog.emit` refuses any other, and the grounding
+# test checks each against stripe-python's `enabled_events` list (Stripe has no
+# `entitlements.feature.*` events, for one).
+SNAPSHOT_TYPES = frozenset(
+    {
+        "charge.dispute.closed",
+        "charge.dispute.created",
+        "charge.dispute.funds_reinstated",
+        "charge.dispute.funds_withdrawn",
+        "charge.dispute.updated",
+        "charge.failed",
+        "charge.pending",
+        "charge.refunded",
+        "charge.succeeded",
+        "checkout.session.async_payment_failed",
+        "checkout.session.async_payment_succeeded",
+        "checkout.session.completed",
+        "checkout.session.expired",
+        "customer.created",
+        "customer.deleted",
+        "customer.subscription.created",
+        "customer.subscription.deleted",
+        "customer.subscription.paused",
+        "customer.subscription.resumed",
+        "customer.subscription.trial_will_end",
+        "customer.subscription.updated",
+        "customer.updated",
+        "entitlements.active_entitlement_summary.updated",
+        "invoice.created",
+        "invoice.finalized",
+        "invoice.marked_uncollectible",
+        "invoice.paid",
+        "invoice.payment_failed",
+        "invoice.payment_succeeded",
+        "invoice.voided",
+        "payment_intent.created",
+        "payment_intent.payment_failed",
+        "payment_intent.processing",
+        "payment_intent.succeeded",
+        "payment_method.attached",
+        "price.created",
+        "price.updated",
+        "product.created",
+        "product.updated",
+        "refund.created",
+        "test_helpers.test_clock.advancing",
+        "test_helpers.test_clock.created",
+        "test_helpers.test_clock.deleted",
+        "test_helpers.test_clock.ready",
+    }
+)
+
+# Thin event types with no snapshot event: Stripe's event destinations send
+# `v1.customer.subscription.<status>` when a subscription comes to that status (stripe-python
+# 16.1.0 has a `stripe.events` class for each; https://docs.stripe.com/event-destinations).
+SUBSCRIPTION_STATUS_THIN_TYPES = {
+    status: f"v1.customer.subscription.{status}"
+    for status in ("active", "incomplete", "incomplete_expired", "past_due", "trialing", "unpaid")
+}
+THIN_ONLY_TYPES = frozenset(SUBSCRIPTION_STATUS_THIN_TYPES.values())
+
 _URL_OF_OBJECT = {
     "customer": "/v1/customers/",
     "subscription": "/v1/subscriptions/",
@@ -53,6 +114,13 @@ class Event:
     clock: str | None
     thin_id: str
     pending_webhooks: int = 0
+    # A thin-only event (`v1.customer.subscription.past_due`) has no snapshot event: it is
+    # not listed by `/v1/events` and goes only to thin destinations, under its own type.
+    thin_only: bool = False
+
+    @property
+    def thin_type(self) -> str:
+        return self.type if self.thin_only else "v1." + self.type
 
     def to_json(self) -> JSON:
         data: JSON = {"object": copy.deepcopy(self.object)}
@@ -86,7 +154,7 @@ class Event:
         out: JSON = {
             "id": self.thin_id,
             "object": "v2.core.event",
-            "type": "v1." + self.type,
+            "type": self.thin_type,
             "created": rfc3339(self.created),
             "livemode": False,
         }
@@ -103,7 +171,7 @@ class Event:
     def v2_json(self) -> JSON:
         """`GET /v2/core/events/{id}`: the thin event, pointing at the v1 snapshot event."""
         out = self.thin_json()
-        out.update(changes=None, context=None, snapshot_event=self.id)
+        out.update(changes=None, context=None, snapshot_event=None if self.thin_only else self.id)
         out.setdefault("reason", None)
         return out
 
@@ -132,7 +200,12 @@ class EventLog:
         created: int,
         clock: str | None,
         previous: JSON | None = None,
+        *,
+        thin_only: bool = False,
     ) -> Event:
+        known = THIN_ONLY_TYPES if thin_only else SNAPSHOT_TYPES
+        if type_ not in known:
+            raise ValueError(f"the fake does not emit {type_!r} (not in events.py's registry)")
         request_id, idempotency_key = CURRENT_REQUEST.get()
         event = Event(
             id=self._new_id("event"),
@@ -145,6 +218,7 @@ class EventLog:
             idempotency_key=idempotency_key,
             clock=clock,
             thin_id=self._new_id("thin_event"),
+            thin_only=thin_only,
         )
         self._store(event)
         for listener in list(self.listeners):
@@ -161,9 +235,11 @@ class EventLog:
         return twin
 
     def _store(self, event: Event) -> None:
+        self.by_thin_id[event.thin_id] = event
+        if event.thin_only:
+            return
         self.events.append(event)
         self.by_id[event.id] = event
-        self.by_thin_id[event.thin_id] = event
 
     def clear(self) -> None:
         self.events.clear()

@@ -16,7 +16,7 @@ from typing import Any
 from . import errors, payments, shapes, shapes_billing
 from .clock import DAY_S
 from .core import Core
-from .events import previous_attributes
+from .events import SUBSCRIPTION_STATUS_THIN_TYPES, previous_attributes
 from .store import Customer, Invoice, InvoiceLine, PaymentMethod, Subscription
 
 JSON = dict[str, Any]
@@ -87,6 +87,24 @@ def emit_subscription(
     previous = previous_attributes(before, after) if before is not None else None
     core.emit(type_, after, sub.test_clock, previous)
     core.entitlements.touch(sub.customer)
+    status_thin_event(core, type_, before, after, sub.test_clock)
+
+
+def status_thin_event(
+    core: Core, type_: str, before: JSON | None, after: JSON, clock_id: str | None
+) -> None:
+    """The thin-only `v1.customer.subscription.<status>` of a subscription that came to that
+    status: created in it, updated into it, or ended `incomplete_expired` (assumption:
+    fakestripe/README.md)."""
+    if type_ == "customer.subscription.updated":
+        came_to = after["status"] if before and before.get("status") != after["status"] else None
+    elif type_ in ("customer.subscription.created", "customer.subscription.deleted"):
+        came_to = after["status"]
+    else:
+        came_to = None
+    thin_type = SUBSCRIPTION_STATUS_THIN_TYPES.get(came_to or "")
+    if thin_type is not None:
+        core.emit_thin(thin_type, after, clock_id)
 
 
 def emit_invoice(core: Core, type_: str, inv: Invoice) -> None:

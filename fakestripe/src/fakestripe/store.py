@@ -141,6 +141,9 @@ class SubscriptionItem:
     current_period_start: int
     current_period_end: int
     metadata: dict[str, str] = field(default_factory=dict)
+    # Feature ids this item entitles to in its current period: its product's features when
+    # the item was created or its price changed, refreshed at each period start.
+    features: list[str] = field(default_factory=list)
 
 
 @dataclass

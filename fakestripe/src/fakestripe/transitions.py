@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .clock import add_interval, next_period_end
 from .core import Core
-from .entitlements import TRIAL_END_PAUSE
+from .entitlements import TRIAL_END_PAUSE, snapshot
 from .invoicing import (
     build_invoice,
     cancel,
@@ -85,6 +85,9 @@ def start_new_period(core: Core, sub: Subscription, start: int, *, from_trial: b
     for item in sub.items:
         item.current_period_start = start
         item.current_period_end = end
+        # Product feature changes reach existing subscriptions at the next period
+        # (https://docs.stripe.com/billing/entitlements).
+        snapshot(core.store, item)
     if sub.cancel_at_period_end:
         sub.cancel_at = end
     inv = build_invoice(core, sub, "subscription_cycle", start, end)

@@ -270,7 +270,10 @@ class Webhooks:
             record = self.core.store.webhook_endpoints.get(endpoint_id)
             if record is None or record.status != "enabled":
                 continue
-            if "*" not in record.enabled_events and event.type not in record.enabled_events:
+            if event.thin_only and not state.thin:
+                continue
+            wanted = event.thin_type if event.thin_only else event.type
+            if "*" not in record.enabled_events and wanted not in record.enabled_events:
                 continue
             event.pending_webhooks += 1
             self._schedule_new(state, event)
