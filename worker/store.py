@@ -142,7 +142,7 @@ async def write(
                 customer is None or customer.deleted,
                 customer.test_clock if customer else None,
             )
-        await _write_subscriptions(conn, cid, facts.subscriptions, offset_s, past_due_since)
+        await _write_subscriptions(conn, cid, facts.subscriptions, past_due_since)
         rows = {(g.feature, ts(g.valid_until + offset_s), g.subscription_id) for g in access.grants.values()}
         if rows != held:
             await conn.execute("DELETE FROM entitlements WHERE customer_id = $1", cid)
@@ -184,7 +184,6 @@ async def _write_subscriptions(
     conn: asyncpg.Connection,
     cid: str,
     subs: Iterable[Subscription],
-    offset_s: float,
     past_due_since: Mapping[str, float],
 ) -> None:
     subs = list(subs)
