@@ -5,6 +5,8 @@
 - STRIPE_API_KEY unset: the fake Stripe, in demo mode: it plays SPEC scenarios on test clocks
   while a readable timeline shows each event received, each sync and each access-changed
   message. With real settings it runs for real (ingest + one worker) and prints their logs.
+- Both ways the app-facing API (`python -m api`) runs too, on API_PORT; without API_TOKENS a
+  token `local:<random>` is made for this run and printed.
 - Ctrl-C (or SIGTERM) stops everything it started and leaves nothing running.
 """
 
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import time
@@ -154,7 +157,7 @@ class Launcher:
                 if any(c.returncode is not None for c in self.children):
                     raise LaunchError("a process exited during start-up (see its message above)") from None
                 if time.monotonic() > deadline:
-                    raise LaunchError(f"ingest did not listen on port {port}") from None
+                    raise LaunchError(f"nothing listened on port {port}") from None
                 await asyncio.sleep(0.1)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -172,9 +175,28 @@ class Launcher:
         await self._spawn("ingest", {"PORT": str(port)})
         await self._wait_ready(port)
         await self._spawn("worker", {})
+        await self._spawn_api(free_port_if_unset=False)
         print(f"entitled run: receiving webhooks on http://127.0.0.1:{port}/webhooks/stripe — Ctrl-C stops",
               file=sys.stderr)
         await self._until_stopped(stop)
+
+    async def _spawn_api(self, *, free_port_if_unset: bool) -> int:
+        """The app-facing API, with a token of this run's own when API_TOKENS is not set."""
+        extra: dict[str, str] = {}
+        if not self.settings.api_tokens:
+            token = f"local:{secrets.token_urlsafe(24)}"
+            extra["API_TOKENS"] = token
+            print(f"entitled run: API_TOKENS not set; this run's API token is {token.split(':', 1)[1]}"
+                  " (name: local)", file=sys.stderr)
+        port = self.settings.api_port
+        if free_port_if_unset and "api_port" not in self.settings.model_fields_set:
+            port = free_port()
+        extra["API_PORT"] = str(port)
+        await self._spawn("api", extra)
+        await self._wait_ready(port)
+        print(f"entitled run: app-facing API on http://127.0.0.1:{port}/v1/ (README, For app developers)",
+              file=sys.stderr)
+        return port
 
     async def _until_stopped(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(stop.wait())] + [asyncio.ensure_future(c.wait()) for c in self.children]
@@ -203,6 +225,7 @@ class Launcher:
         await self._spawn("ingest", {"PORT": str(port), "LOG_LEVEL": "DEBUG"})
         await self._wait_ready(port)
         await self._spawn("worker", {})
+        await self._spawn_api(free_port_if_unset=True)
         pool = await db.create_pool(database_url)
         redis = Redis.from_url(redis_url)
         http = stripe.AIOHTTPClient()
