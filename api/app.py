@@ -40,26 +40,21 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import access, metrics
+from api import access, metrics, sync
 from api.auth import Tokens
+from api.context import DB_TIMEOUT_S, SERVICES, SETTINGS, TOKEN_NAME, TOKENS, services
 from api.errors import ApiError, error_response, json_response
 from shared import db
-from shared.bootstrap import Services, bootstrap
+from shared.bootstrap import bootstrap
 from shared.coordination import Keys
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
-SERVICES = web.AppKey("services", Services)
-TOKENS = web.AppKey("tokens", Tokens)
-TOKEN_NAME = web.RequestKey("token_name", str)  # the name of the token the request carried
 
 CONSOLE_MODULE = "console.routes"
 PROTECTED_PREFIX = "/v1/"
 MAX_BODY_BYTES = 64 * 1024
-# Every Postgres query of a request gets this long; after it the answer is 503.
-DB_TIMEOUT_S = 2.0
 REDIS_TIMEOUT_S = 2.0
 POOL_SIZE = 10
 # How long a starting API waits for Postgres (a restart) before giving up.
@@ -77,10 +72,6 @@ DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.exceptions.OperatorInterventionError,
 )
-
-
-def services(request: web.Request) -> Services:
-    return request.app[SERVICES]
 
 
 def _route_name(request: web.Request) -> str:
@@ -214,7 +205,7 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         async with bootstrap(settings, postgres=True, keys=keys, coalesce=False, redis_timeout_s=REDIS_TIMEOUT_S,
-                             pool_size=POOL_SIZE, postgres_wait_s=STARTUP_DB_WAIT_S) as deps:
+                             pool_size=POOL_SIZE, postgres_wait_s=STARTUP_DB_WAIT_S, run_waiter=True) as deps:
             async with deps.pool.acquire() as conn:
                 await db.migrate(conn)
             app[SERVICES] = deps
@@ -227,6 +218,7 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/v1/access", get_access)
     app.router.add_get("/v1/check", get_check)
+    app.router.add_post("/v1/sync", sync.post_sync)
     for mount in [*(_optional_mounts() if with_console else []), *(mounts or [])]:
         mount(app)
     return app

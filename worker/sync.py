@@ -74,10 +74,11 @@ async def run_unit(deps: Services, unit: str, job_id: str) -> str:
     with structlog.contextvars.bound_contextvars(customer_id=unit, job_id=job_id):
         heartbeat = asyncio.create_task(_heartbeat(deps, run))
         ok = False
+        settled: str | None = None
         try:
             if run.took_over:
                 log.warning("sync.took_over", hint="the previous run's lease expired")
-            await _dispatch(deps, kind, run)
+            settled = await _dispatch(deps, kind, run)
             ok = True
         except asyncio.CancelledError:
             # Shutdown or arq's timeout: hand the unit on rather than hold it until the lease ends.
@@ -102,6 +103,9 @@ async def run_unit(deps: Services, unit: str, job_id: str) -> str:
         )
         if result == "lost":
             log.warning("sync.lost_unit", hint="another run took over; its result stands")
+        with contextlib.suppress(Exception):
+            # Only a waiting `POST /v1/sync` listens; a lost announcement costs it a 202, no more.
+            await deps.coordinator.announce(run, ok=ok, customer_id=settled)
         # One line per run, with the interval it held the unit (tests check runs never overlap).
         log.info("sync.run", kind=kind, ok=ok, next=result, events=len(run.events),
                  began_at=round(began_at, 4), ended_at=round(held_until, 4))
@@ -117,22 +121,25 @@ async def _heartbeat(deps: Services, run: Run) -> None:
             return
 
 
-async def _dispatch(deps: Services, kind: str, run: Run) -> None:
+async def _dispatch(deps: Services, kind: str, run: Run) -> str | None:
+    """Run the unit; return the customer whose access the run settled (or handed over to)."""
     if kind == "customer":
         await sync_customer(deps, run)
-    elif kind == "catalog":
+        return run.unit
+    if kind == "catalog":
         await reconcile.refresh_catalog(deps)
         SYNCS.labels(kind, "ok").inc()
     elif kind == "events":
         await reconcile.poll_events(deps)
         SYNCS.labels(kind, "ok").inc()
     else:
-        await _resolve(deps, run)
+        return await _resolve(deps, run)
+    return None
 
 
-async def _resolve(deps: Services, run: Run) -> None:
+async def _resolve(deps: Services, run: Run) -> str | None:
     """A payload named a subscription or a Checkout Session but no customer: find the customer
-    and hand the events over to it."""
+    and hand the events over to it (returned; None when there is none)."""
     unit = run.unit
     if unit.startswith(SUBSCRIPTION_UNIT_PREFIX):
         obj = await deps.reader.subscription(unit)
@@ -143,10 +150,11 @@ async def _resolve(deps: Services, run: Run) -> None:
         log.info("sync.unresolved", unit=unit)
         await store.record_events(deps.pool, None, run.events, outcome="unresolved")
         SYNCS.labels("resolve", "unresolved").inc()
-        return
+        return None
     for event in run.events or ({},):
         await deps.coordinator.accept(customer, event=event or None, reason=str(event.get("type", run.reason)))
     SYNCS.labels("resolve", "ok").inc()
+    return customer
 
 
 def _effective_past_due(

@@ -24,6 +24,7 @@ from shared.coordination.routing import (
     route_thin,
     wants_work,
 )
+from shared.coordination.waiter import RunDone, RunWaiter
 
 __all__ = [
     "ACCESS_CHANGED",
@@ -41,6 +42,8 @@ __all__ = [
     "Keys",
     "Route",
     "Run",
+    "RunDone",
+    "RunWaiter",
     "route",
     "route_snapshot",
     "route_thin",
