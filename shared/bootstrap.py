@@ -24,7 +24,7 @@ from redis.asyncio import Redis
 
 from shared import db
 from shared.access import PolicyConfig
-from shared.coordination import Coordinator, Keys
+from shared.coordination import Coordinator, Keys, RunWaiter
 from shared.settings import Settings
 from shared.stripe_api import LimitedAIOHTTPClient, RateLimiter, StripeReader, create_client
 
@@ -54,6 +54,7 @@ class Services:
     policy: PolicyConfig
     _pool: asyncpg.Pool | None = None
     _stripe: StripeParts | None = None
+    _waiter: RunWaiter | None = None
     # set by a sync that wrote an outbox row, so that the relay publishes at once
     outbox_ready: asyncio.Event = field(default_factory=asyncio.Event)
     background: list[asyncio.Task[None]] = field(default_factory=list)
@@ -69,6 +70,12 @@ class Services:
         if self._stripe is None:
             raise NotBuiltError("this process was bootstrapped without a Stripe client")
         return self._stripe
+
+    @property
+    def waiter(self) -> RunWaiter:
+        if self._waiter is None:
+            raise NotBuiltError("this process was bootstrapped without a run waiter")
+        return self._waiter
 
     @property
     def stripe(self) -> stripe.StripeClient:
@@ -119,10 +126,12 @@ async def bootstrap(
     pool_size: int = 4,
     postgres_wait_s: float = 0.0,
     coalesce: bool = True,
+    run_waiter: bool = False,
 ) -> AsyncIterator[Services]:
     """Build the dependencies this process needs; close them all when the context ends.
 
-    `coalesce=False` queues work with no coalescing delay (the CLI: an operator waits for it).
+    `coalesce=False` queues work with no coalescing delay (the CLI and the API: someone waits
+    for it). `run_waiter=True` subscribes to the ends of runs (`POST /v1/sync` waits on them).
     """
     keys = keys or keys_for(settings)
     async with contextlib.AsyncExitStack() as stack:
@@ -155,4 +164,8 @@ async def bootstrap(
             )
             stack.push_async_callback(http.close_async)
             services._stripe = StripeParts(client=client, http=http, reader=StripeReader(client), limiter=limiter)
+        if run_waiter:
+            services._waiter = RunWaiter(redis, keys)
+            services._waiter.start()
+            stack.push_async_callback(services._waiter.close)
         yield services

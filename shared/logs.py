@@ -18,7 +18,8 @@ import structlog
 # wherever a caller passes them by mistake; tests/test_security.py holds us to it.
 _SECRET_KEYS = frozenset(
     {"stripe_api_key", "api_key", "secret", "secrets", "stripe_webhook_secret", "authorization",
-     "stripe_signature", "signature", "payload", "body", "raw_body"}
+     "stripe_signature", "signature", "payload", "body", "raw_body", "api_tokens", "token_secret",
+     "webhook_secret"}
 )
 
 

@@ -72,12 +72,38 @@ def _check_secrets(secrets: list[str]) -> list[str]:
     return secrets
 
 
+def _split_tokens(value: Any) -> dict[str, str]:
+    """`API_TOKENS`: comma-separated `name:secret` pairs (SPEC section 3)."""
+    if isinstance(value, dict):
+        pairs = [(str(k), str(v)) for k, v in value.items()]
+    elif isinstance(value, str):
+        pairs = []
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            name, sep, secret = part.partition(":")
+            if not sep or not name.strip() or not secret.strip():
+                raise ValueError("expected comma-separated name:secret pairs")
+            pairs.append((name.strip(), secret.strip()))
+    else:
+        raise ValueError("expected comma-separated name:secret pairs")
+    tokens: dict[str, str] = {}
+    for name, secret in pairs:
+        if name in tokens:
+            raise ValueError(f"token name {name!r} appears twice")
+        if secret in tokens.values():
+            raise ValueError(f"token {name!r} reuses another token's secret")
+        tokens[name] = secret
+    return tokens
+
+
 def _duration(value: Any) -> Duration:
     return Duration(parse_duration_s(value))
 
 
 # NoDecode: a Duration is a dataclass, which pydantic-settings would otherwise JSON-decode.
 DurationSetting = Annotated[Duration, NoDecode, BeforeValidator(_duration)]
+ApiTokens = Annotated[dict[str, str], NoDecode, BeforeValidator(_split_tokens)]
 Secrets = Annotated[
     list[str], NoDecode, BeforeValidator(_split_secrets), AfterValidator(_check_secrets)
 ]
@@ -99,6 +125,9 @@ class Settings(BaseSettings):
     renewal_grace: DurationSetting = Duration(86400.0)
     past_due_grace: DurationSetting = Duration(7 * 86400.0)
     stripe_rate_limit: float = 20.0
+    # name -> secret; the `api` process refuses to start without one (`load(need_api_tokens=True)`)
+    api_tokens: ApiTokens = {}
+    api_port: int = 8081
 
     # --- additions to SPEC section 3 (tuning; defaults suit production) ---
     # Stripe's default per-endpoint limit; one bucket per endpoint beside the overall one.
@@ -136,7 +165,7 @@ class Settings(BaseSettings):
     # alive); a worker that dies or stalls longer loses the customer to another worker.
     sync_lease: DurationSetting = Duration(30.0)
 
-    @field_validator("port")
+    @field_validator("port", "api_port")
     @classmethod
     def _port_range(cls, v: int) -> int:
         if not 0 < v < 65536:
@@ -208,7 +237,13 @@ class Settings(BaseSettings):
         return self.stripe_api_key
 
 
-def load(*, need_api_key: bool = False, need_webhook_secret: bool = False, **overrides: Any) -> Settings:
+def load(
+    *,
+    need_api_key: bool = False,
+    need_webhook_secret: bool = False,
+    need_api_tokens: bool = False,
+    **overrides: Any,
+) -> Settings:
     """Build the settings, turning pydantic's report into one line per bad variable."""
     try:
         settings = Settings(**overrides)
@@ -223,4 +258,6 @@ def load(*, need_api_key: bool = False, need_webhook_secret: bool = False, **ove
         raise SettingsError("STRIPE_API_KEY: required for the worker, and not set")
     if need_webhook_secret and not settings.stripe_webhook_secret:
         raise SettingsError("STRIPE_WEBHOOK_SECRET: required for ingest, and not set")
+    if need_api_tokens and not settings.api_tokens:
+        raise SettingsError("API_TOKENS: required for api (comma-separated name:secret pairs), and not set")
     return settings

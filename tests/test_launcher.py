@@ -82,7 +82,8 @@ async def test_run_with_real_settings(database_url: str, tmp_path: Path) -> None
     async with FakeStripe(api_keys=("sk_test_real",)).running() as fake:
         endpoint = fake.add_webhook_endpoint(f"http://127.0.0.1:{port}/webhooks/stripe")
         env = {**CLEAN_ENV, "DATABASE_URL": database_url, "STRIPE_API_KEY": "sk_test_real",
-               "STRIPE_API_BASE": fake.base_url, "STRIPE_WEBHOOK_SECRET": endpoint.secret, "PORT": str(port)}
+               "STRIPE_API_BASE": fake.base_url, "STRIPE_WEBHOOK_SECRET": endpoint.secret, "PORT": str(port),
+               "API_PORT": str(free_port())}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "worker.cli", "run", cwd=tmp_path, env=env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -116,6 +117,7 @@ async def test_run_with_real_settings(database_url: str, tmp_path: Path) -> None
         assert proc.returncode == 0, err.decode()[-2000:]
         assert b"entitled demo" not in out
         assert b"embedded Redis" in err
+        assert b"app-facing API on" in err
         assert leftovers(tmp_path) == []
 
 

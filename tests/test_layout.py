@@ -17,10 +17,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("ingest", "worker", "shared")
+PACKAGES = ("ingest", "worker", "shared", "api")
 # Subpackages of shared/ with one public entry (their __init__).
 CONCERNS = ("shared.access", "shared.coordination", "shared.stripe_api", "shared.publishing", "shared.db")
-ENTRY_POINTS = ("ingest.__main__", "worker.__main__", "worker.cli")
+ENTRY_POINTS = ("ingest.__main__", "worker.__main__", "worker.cli", "api.__main__")
 
 
 def _module_name(path: Path) -> str:

@@ -2,7 +2,7 @@
 
 A fresh virtualenv gets the project exactly as a user's `pip install .` would (a wheel built
 from this checkout); in it, the fake is absent and both processes of the Procfile start and
-answer: `python -m ingest` serves /healthz, `python -m worker` starts against this run's
+answer: `python -m ingest` and `python -m api` serve /healthz, `python -m worker` starts against this run's
 Postgres and Redis (the fake Stripe they talk to runs in the test process, outside that venv).
 """
 
@@ -38,46 +38,47 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_fake_is_not_installed(bare_python: Path) -> None:
-    """The service's wheel carries ingest, worker and shared, and neither the fake nor the tests."""
-    probe = "import importlib.util as u; print([m for m in ('fakestripe', 'tests', 'bench', 'ingest', 'worker', 'shared') if u.find_spec(m)])"
+    """The service's wheel carries ingest, worker, shared and api, and neither the fake nor the tests."""
+    probe = "import importlib.util as u; print([m for m in ('fakestripe', 'tests', 'bench', 'ingest', 'worker', 'shared', 'api') if u.find_spec(m)])"
     out = subprocess.run([bare_python, "-c", probe], capture_output=True, text=True, check=True, cwd="/")
-    assert out.stdout.strip() == "['ingest', 'worker', 'shared']"
+    assert out.stdout.strip() == "['ingest', 'worker', 'shared', 'api']"
 
 
 async def test_ingest_and_worker_run_without_the_fake(bare_python: Path, database_url: str, redis_url: str) -> None:
-    """Both Procfile processes start from the bare install and do their work."""
+    """The Procfile's processes start from the bare install and do their work."""
     async with FakeStripe(api_keys=(API_KEY,)).running() as fake:
-        port = free_port()
+        port, api_port = free_port(), free_port()
         env = {**os.environ, "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STRIPE_API_KEY": API_KEY,
                "STRIPE_API_BASE": fake.base_url, "STRIPE_WEBHOOK_SECRET": "whsec_bare", "PORT": str(port),
-               "LOG_FORMAT": "json"}
+               "LOG_FORMAT": "json", "API_TOKENS": "app:bare-secret", "API_PORT": str(api_port)}
         env.pop("PYTHONPATH", None)
         procs = [await asyncio.to_thread(subprocess.Popen, [bare_python, "-m", module], env=env, cwd="/",
                                          stderr=subprocess.PIPE)
-                 for module in ("ingest", "worker")]
+                 for module in ("ingest", "worker", "api")]
         try:
             await _wait_healthy(f"http://127.0.0.1:{port}/healthz", procs[0])
+            await _wait_healthy(f"http://127.0.0.1:{api_port}/healthz", procs[2])
             line = await asyncio.to_thread(_first_line_with, procs[1], b'"worker.started"')
             assert b"worker.started" in line
         finally:
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
             codes = [proc.wait(30) for proc in procs]
-        assert codes == [0, 0]
+        assert codes == [0, 0, 0]
 
 
 async def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as http:
         while True:
-            assert proc.poll() is None, "ingest exited"
+            assert proc.poll() is None, "the process exited"
             try:
                 async with http.get(url) as response:
                     if response.status == 200:
                         return
             except aiohttp.ClientError:
                 pass
-            assert time.monotonic() < deadline, "ingest did not answer /healthz"
+            assert time.monotonic() < deadline, f"{url} did not answer"
             await asyncio.sleep(0.2)
 
 

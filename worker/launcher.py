@@ -11,6 +11,8 @@
 - A child that exits on its own (a bad setting, a dependency gone) stops everything: its last
   error line is printed and `entitled run` exits with its exit code. "receiving webhooks" is
   printed only once the worker runs its job loop.
+- Both ways the app-facing API (`python -m api`) runs too, on API_PORT; without API_TOKENS a
+  token `local:<random>` is made for this run and printed.
 - Ctrl-C (or SIGTERM) stops everything it started and leaves nothing running.
 """
 
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import os
 import re
+import secrets
 import signal
 import socket
 import sys
@@ -258,7 +261,7 @@ class Launcher:
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise LaunchError(f"ingest did not listen on port {port}") from None
+                    raise LaunchError(f"nothing listened on port {port}") from None
                 await asyncio.sleep(0.1)
 
     async def _wait_worker(self, redis_url: str, worker: Child, timeout_s: float = 120.0) -> None:
@@ -298,9 +301,28 @@ class Launcher:
         await self._wait_ready(port)
         worker = await self._spawn("worker", {})
         await self._wait_worker(redis_url, worker)
+        await self._spawn_api(free_port_if_unset=False)
         print(f"entitled run: receiving webhooks on http://127.0.0.1:{port}/webhooks/stripe — Ctrl-C stops",
               file=sys.stderr)
         await stop.wait()
+
+    async def _spawn_api(self, *, free_port_if_unset: bool) -> int:
+        """The app-facing API, with a token of this run's own when API_TOKENS is not set."""
+        extra: dict[str, str] = {}
+        if not self.settings.api_tokens:
+            token = f"local:{secrets.token_urlsafe(24)}"
+            extra["API_TOKENS"] = token
+            print(f"entitled run: API_TOKENS not set; this run's API token is {token.split(':', 1)[1]}"
+                  " (name: local)", file=sys.stderr)
+        port = self.settings.api_port
+        if free_port_if_unset and "api_port" not in self.settings.model_fields_set:
+            port = free_port()
+        extra["API_PORT"] = str(port)
+        await self._spawn("api", extra)
+        await self._wait_ready(port)
+        print(f"entitled run: app-facing API on http://127.0.0.1:{port}/v1/ (README, For app developers)",
+              file=sys.stderr)
+        return port
 
     async def _run_demo(self, database_url: str, redis_url: str, port: int, stop: asyncio.Event) -> None:
         from fakestripe import FakeStripe, FakeStripeControl  # the demo's Stripe only
@@ -322,6 +344,7 @@ class Launcher:
         await self._wait_ready(port)
         worker = await self._spawn("worker", {})
         await self._wait_worker(redis_url, worker)
+        await self._spawn_api(free_port_if_unset=True)
         pool = await db.create_pool(database_url)
         redis = Redis.from_url(redis_url)
         http = stripe.AIOHTTPClient()

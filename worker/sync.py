@@ -70,10 +70,11 @@ async def run_unit(deps: Services, wire: str, job_id: str) -> str:
     with structlog.contextvars.bound_contextvars(customer_id=unit.wire, job_id=job_id):
         heartbeat = asyncio.create_task(_heartbeat(deps, run))
         outcome: Outcome = "failed"
+        settled: str | None = None
         try:
             if run.took_over:
                 log.warning("sync.took_over", hint="the previous run's lease expired")
-            await _dispatch(deps, run)
+            settled = await _dispatch(deps, run)
             outcome = "ok"
         except asyncio.CancelledError:
             # Shutdown or arq's timeout: hand the unit on rather than hold it until the lease ends.
@@ -99,6 +100,9 @@ async def run_unit(deps: Services, wire: str, job_id: str) -> str:
             PARKED.labels(kind).inc()
             log.error("sync.parked", failures=run.failures + 1,
                       hint="not retried again; `entitled events --failed` lists it, `entitled replay` runs it")
+        with contextlib.suppress(Exception):
+            # Only a waiting `POST /v1/sync` listens; a lost announcement costs it a 202, no more.
+            await deps.coordinator.announce(run, ok=outcome == "ok", customer_id=settled)
         # One line per run, with the interval it held the unit (tests check runs never overlap).
         log.info("sync.run", kind=kind, ok=outcome == "ok", next=result, events=len(run.events),
                  began_at=round(began_at, 4), ended_at=round(held_until, 4))
@@ -123,10 +127,12 @@ async def _heartbeat(deps: Services, run: Run) -> None:
             return
 
 
-async def _dispatch(deps: Services, run: Run) -> None:
+async def _dispatch(deps: Services, run: Run) -> str | None:
+    """Run the unit; return the customer whose access the run settled (or handed over to)."""
     kind = run.unit.kind
     if kind is UnitKind.CUSTOMER:
         await sync_customer(deps, run)
+        return run.unit.id
     elif kind is UnitKind.CATALOG:
         await reconcile.refresh_catalog(deps)
         SYNCS.labels(kind.value, "ok").inc()
@@ -134,12 +140,13 @@ async def _dispatch(deps: Services, run: Run) -> None:
         await reconcile.poll_events(deps)
         SYNCS.labels(kind.value, "ok").inc()
     else:
-        await _resolve(deps, run)
+        return await _resolve(deps, run)
+    return None
 
 
-async def _resolve(deps: Services, run: Run) -> None:
+async def _resolve(deps: Services, run: Run) -> str | None:
     """A payload named a subscription or a Checkout Session but no customer: find the customer
-    and hand the events over to it."""
+    and hand the events over to it (returned; None when there is none)."""
     unit = run.unit
     if unit.kind is UnitKind.SUBSCRIPTION:
         obj = await deps.reader.subscription(unit.id)
@@ -150,13 +157,14 @@ async def _resolve(deps: Services, run: Run) -> None:
         log.info("sync.unresolved", unit=unit.wire)
         await store.record_events(deps.pool, None, run.events, outcome="unresolved")
         SYNCS.labels("resolve", "unresolved").inc()
-        return
+        return None
     target = Unit.customer(customer)
     for event in run.events:
         await deps.coordinator.accept(target, event=event, reason=event.type)
     if not run.events:
         await deps.coordinator.accept(target, reason=run.reason)
     SYNCS.labels("resolve", "ok").inc()
+    return customer
 
 
 def _effective_past_due(

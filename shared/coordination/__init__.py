@@ -31,6 +31,7 @@ from shared.coordination.routing import (
     wants_work,
 )
 from shared.coordination.units import CATALOG, EVENTS_POLL, Unit, UnitKind, is_stripe_id
+from shared.coordination.waiter import RunDone, RunWaiter
 
 __all__ = [
     "ACCESS_CHANGED",
@@ -51,6 +52,8 @@ __all__ = [
     "ParkedUnit",
     "Route",
     "Run",
+    "RunDone",
+    "RunWaiter",
     "Unit",
     "UnitKind",
     "base_type",

@@ -42,12 +42,14 @@ the job timeout + 10 s and nothing refreshes it); the design above does not rely
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Literal, cast
 
+import orjson
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
@@ -230,6 +232,28 @@ class Coordinator:
             ],
         )
         return cast(FinishResult, _text(reply))
+
+    async def announce(self, run: Run, *, ok: bool, customer_id: str | None) -> None:
+        """Tell whoever waits for this unit (`POST /v1/sync`) that a run ended: the run covered
+        every piece of work accepted up to `run.seq`; `customer_id` is the customer whose access
+        it settled (a resolved `cs_`/`sub_` unit names its customer; None: none)."""
+        payload = {"unit": run.unit.wire, "seq": run.seq, "ok": ok, "customer_id": customer_id}
+        await self.redis.publish(self.keys.syncs_done, orjson.dumps(payload))
+
+    async def seq(self, unit: Unit) -> int:
+        """How much work the unit has accepted so far (its `seq`)."""
+        value = await cast(Awaitable[bytes | None], self.redis.hget(self.keys.unit(unit), "seq"))
+        return int(value or 0)
+
+    async def expedite(self, unit: Unit) -> bool:
+        """Make the unit's queued job due now (a caller is waiting for it); False when none is
+        queued. A job already picked is gone from the queue, and `XX` leaves it so."""
+        job_id = await cast(Awaitable[bytes | None], self.redis.hget(self.keys.unit(unit), "pending"))
+        if not job_id:
+            return False
+        now_ms = int(time.time() * 1000)
+        changed = await self.redis.zadd(self.keys.queue, {job_id: now_ms}, xx=True, lt=True, ch=True)
+        return bool(changed)
 
     async def set_recheck(self, customer_id: str, due_ms: int | None) -> None:
         """At most one pending re-check per customer: a new time replaces the old one."""

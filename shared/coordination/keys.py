@@ -78,6 +78,16 @@ class Keys:
         """Sorted set: unit -> when (ms) the lease of its live run expires."""
         return f"{self.prefix}:leases"
 
+    @property
+    def syncs_done(self) -> str:
+        """Pub/sub channel: one message per finished run (`Coordinator.announce`), which
+        `POST /v1/sync` waits on instead of polling Postgres."""
+        return f"{self.prefix}:syncs-done"
+
+    def api_sync_throttle(self, subject: str) -> str:
+        """Set for 5 s by each `POST /v1/sync` of this customer or session id (SPEC section 10)."""
+        return f"{self.prefix}:api:sync:{subject}"
+
     def rate(self, bucket: str) -> str:
         return f"{self.prefix}:rate:{bucket}"
 

@@ -1,0 +1,224 @@
+"""The app-facing API's aiohttp app (SPEC section 10): `create_app(settings)`.
+
+How it is put together
+----------------------
+- `bootstrap()` (shared/bootstrap.py) builds every dependency once, in `cleanup_ctx`: the
+  Postgres pool, Redis and the coordinator (without a coalescing delay: a caller waits). The
+  app holds them under `SERVICES`; the settings under `SETTINGS`; the parsed `API_TOKENS` under
+  `TOKENS`.
+- One middleware (`_middleware`) does, for every request: the bearer check for every path
+  under `/v1/` (401 JSON otherwise), JSON errors for everything that goes wrong (`ApiError`,
+  aiohttp's 404/405, Postgres unreachable → 503), one `api.request` log line with the route, the
+  status and the token's *name*, and the metrics of `api/metrics.py`.
+- Routes: `/healthz`, `/readyz`, `/metrics` (here), `/v1/access`, `/v1/check` (`api/access.py`),
+  `/v1/sync` (`api/sync.py`), `/v1/customers/{id}/timeline` (`api/timeline.py`).
+
+Mounting more routes (the operator console)
+-------------------------------------------
+`create_app` calls `setup(app)` of the module named by `CONSOLE_MODULE` (`console.routes`)
+when that module can be imported, after the API's own routes are added and before the app
+starts. `setup` adds its routes under `/console` with `app.router.add_*`; at request time a
+handler finds the dependencies in `request.app[SERVICES]` (a `shared.bootstrap.Services`) and
+checks a secret with `request.app[TOKENS].match(secret)` (the token's name, or None). The bearer
+middleware guards only `/v1/`: `/console` does its own sign-in (a session cookie), and still
+gets the middleware's logs, metrics and JSON errors. Other processes or tests may pass more
+set-up functions: `create_app(settings, mounts=[my_setup])`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import importlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import asyncpg
+import redis.exceptions
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api import access, metrics, sync
+from api.auth import Tokens
+from api.context import DB_TIMEOUT_S, SERVICES, SETTINGS, TOKEN_NAME, TOKENS, services
+from api.errors import ApiError, error_response, json_response
+from shared import db
+from shared.bootstrap import bootstrap
+from shared.coordination import Keys
+from shared.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+CONSOLE_MODULE = "console.routes"
+PROTECTED_PREFIX = "/v1/"
+MAX_BODY_BYTES = 64 * 1024
+REDIS_TIMEOUT_S = 2.0
+POOL_SIZE = 10
+# How long a starting API waits for Postgres (a restart) before giving up.
+STARTUP_DB_WAIT_S = 60.0
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Mount = Callable[[web.Application], None]
+
+# Postgres cannot be reached or is going away: the client should retry (503), not a bug (500).
+DB_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path.startswith(PROTECTED_PREFIX):
+        name = request.app[TOKENS].from_header(request.headers.get("Authorization"))
+        if name is None:
+            return error_response(401, "unauthorized", "send Authorization: Bearer <a secret of API_TOKENS>",
+                                  {"WWW-Authenticate": 'Bearer realm="entitled"'})
+        request[TOKEN_NAME] = name
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.reason, exc.message, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        keep = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, keep)
+    except DB_UNAVAILABLE as exc:
+        log.warning("api.database_unavailable", error=type(exc).__name__)
+        return error_response(503, "database_unavailable", "Postgres cannot be reached; retry later",
+                              {"Retry-After": "1"})
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    route = _route_name(request)
+    status = 500
+    try:
+        response = await _answer(request, handler)
+        status = response.status
+        return response
+    except web.HTTPException as exc:  # redirects and the like, raised on purpose
+        status = exc.status
+        raise
+    except Exception as exc:
+        log.exception("api.failed", route=route, error=type(exc).__name__)
+        return error_response(500, "internal_error", "the API failed to answer; see its logs")
+    finally:
+        elapsed = time.perf_counter() - started
+        token = request.get(TOKEN_NAME, "-")
+        metrics.REQUESTS.labels(route, str(status), token).inc()
+        metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
+        log.info("api.request", method=request.method, route=route, status=status, token=token,
+                 ms=round(elapsed * 1000, 2))
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when Postgres answers (every read needs it); Redis is reported, and only
+    `POST /v1/sync` needs it, so its loss makes the API degraded, not unready."""
+    deps = services(request)
+    body: dict[str, Any] = {"postgres": "ok", "redis": "ok"}
+    try:
+        async with asyncio.timeout(1.0):
+            await deps.pool.fetchval("SELECT 1")
+    except (*DB_UNAVAILABLE, asyncpg.PostgresError) as exc:
+        body["postgres"] = type(exc).__name__
+    try:
+        async with asyncio.timeout(1.0):
+            await deps.redis.ping()
+    except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+        body["redis"] = type(exc).__name__
+    ok = body["postgres"] == "ok"
+    body["status"] = ("ready" if body["redis"] == "ok" else "degraded") if ok else "unavailable"
+    return json_response(body, 200 if ok else 503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    token = request.app[SETTINGS].metrics_token
+    if token is not None and not hmac.compare_digest(
+        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
+    ):
+        return error_response(401, "unauthorized", "metrics need the bearer token")
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _subject(request: web.Request) -> tuple[str | None, str | None]:
+    user_id = access.valid_id(request.query.get("user_id"), "user_id", required=False)
+    customer_id = access.valid_id(request.query.get("customer_id"), "customer_id", required=False)
+    if (user_id is None) == (customer_id is None):
+        raise ApiError(400, "invalid_parameter", "give exactly one of user_id and customer_id")
+    return user_id, customer_id
+
+
+async def get_access(request: web.Request) -> web.Response:
+    user_id, customer_id = _subject(request)
+    found = await access.access(services(request).pool, user_id=user_id, customer_id=customer_id,
+                                timeout_s=DB_TIMEOUT_S)
+    if found is None:
+        raise ApiError(404, "not_found", "no such user" if user_id else "no such customer")
+    return json_response(found)
+
+
+async def get_check(request: web.Request) -> web.Response:
+    user_id, customer_id = _subject(request)
+    feature = access.valid_id(request.query.get("feature"), "feature")
+    assert feature is not None
+    answer = await access.check(services(request).pool, user_id=user_id, customer_id=customer_id,
+                                feature=feature, timeout_s=DB_TIMEOUT_S)
+    return json_response(answer)
+
+
+def _optional_mounts() -> list[Mount]:
+    try:
+        module = importlib.import_module(CONSOLE_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and CONSOLE_MODULE.startswith(exc.name):
+            return []  # no console in this build
+        raise
+    setup: Mount = module.setup
+    return [setup]
+
+
+def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable[Mount] | None = None,
+               with_console: bool = True) -> web.Application:
+    """The API's app; its dependencies are opened and closed with it (`cleanup_ctx`)."""
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_middleware])
+    app[SETTINGS] = settings
+    app[TOKENS] = Tokens(settings.api_tokens)
+
+    async def services_ctx(app: web.Application) -> AsyncIterator[None]:
+        async with bootstrap(settings, postgres=True, keys=keys, coalesce=False, redis_timeout_s=REDIS_TIMEOUT_S,
+                             pool_size=POOL_SIZE, postgres_wait_s=STARTUP_DB_WAIT_S, run_waiter=True) as deps:
+            async with deps.pool.acquire() as conn:
+                await db.migrate(conn)
+            app[SERVICES] = deps
+            log.info("api.started", port=settings.api_port, tokens=sorted(settings.api_tokens))
+            yield
+
+    app.cleanup_ctx.append(services_ctx)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_view)
+    app.router.add_get("/v1/access", get_access)
+    app.router.add_get("/v1/check", get_check)
+    app.router.add_post("/v1/sync", sync.post_sync)
+    for mount in [*(_optional_mounts() if with_console else []), *(mounts or [])]:
+        mount(app)
+    return app

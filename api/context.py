@@ -1,0 +1,21 @@
+"""What every handler finds on the app: the keys under which `create_app` stores things."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from api.auth import Tokens
+from shared.bootstrap import Services
+from shared.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICES = web.AppKey("services", Services)
+TOKENS = web.AppKey("tokens", Tokens)
+TOKEN_NAME = web.RequestKey("token_name", str)  # the name of the token the request carried
+
+# Every Postgres query of a request gets this long; after it the answer is 503.
+DB_TIMEOUT_S = 2.0
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
