@@ -203,7 +203,11 @@ def checkout_user_plan(run: Run, prior: store.Prior) -> tuple[str | None, bool]:
     thin event), or an operator asked for a full resync (SPEC section 8: one request per sync).
     """
     checkout = [e for e in run.events if e.type.startswith("checkout.session.")]
-    if run.reason == "resync" or any(e.client_reference_id is None for e in checkout):
+    # A caller waiting on the success page (`POST /v1/sync`, before any webhook) and a customer
+    # whose user is still unknown read the sessions too: the user may be there already.
+    if run.reason in ("resync", "api.sync") or prior.user_id is None or any(
+        e.client_reference_id is None for e in checkout
+    ):
         return None, True
     hinted = [e.client_reference_id or "" for e in checkout]
     if hinted and hinted[-1].strip():
