@@ -173,6 +173,8 @@ class Deployment:
             # at the daily slot (00:00 UTC) only, so that they do not run inside a measurement.
             "RECONCILE_EVENTS_EVERY": "1d",
             "RECONCILE_SWEEP_EVERY": "1d",
+            # The sampled audit of Stripe's own entitlements would make request counts random.
+            "STRIPE_ENTITLEMENTS_AUDIT": "0",
             **self._extra_env,
         }
         if self.webhooks:

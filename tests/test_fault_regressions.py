@@ -35,6 +35,7 @@ from bench.fault_stack import PgServer
 from fakestripe import Settings as FakeSettings
 from shared import db
 from shared.bootstrap import bootstrap
+from shared.coordination import Unit
 from shared.settings import Settings
 from tests.support.aio import hget
 from tests.support.redis_server import RedisServer
@@ -203,7 +204,7 @@ async def test_resync_all_records_each_customer_before_queueing_it(stack_factory
                     for r in await stack.pool.fetch("SELECT customer_id, enqueued_at FROM resync_items")}
         late = []
         for cid in ids:
-            job_id = await hget(stack.redis, stack.keys.unit(cid), "pending")
+            job_id = await hget(stack.redis, stack.keys.unit(Unit.customer(cid)), "pending")
             assert job_id
             queued_ms = orjson.loads(await stack.redis.get(f"arq:job:{job_id.decode()}"))["et"]
             if recorded[cid] > queued_ms + 1:  # the job's time is whole milliseconds
@@ -214,8 +215,10 @@ async def test_resync_all_records_each_customer_before_queueing_it(stack_factory
 async def test_a_feature_removed_reaches_subscribers_whose_summary_events_are_lost(stack_factory: Any) -> None:
     """A feature is removed from a product while every webhook is lost; then the summary event
     of one subscriber gets through (the others' never do, and the poller is off): every
-    subscriber loses the feature."""
-    env = {"RECONCILE_EVENTS_EVERY": "1d", "RECONCILE_SWEEP_EVERY": "1d", "COALESCE_WINDOW": "0.2"}
+    subscriber loses the feature. Stripe fires no event for the removal itself
+    (https://docs.stripe.com/billing/entitlements), so the catalog poll is what finds it."""
+    env = {"RECONCILE_EVENTS_EVERY": "1d", "RECONCILE_SWEEP_EVERY": "1d", "COALESCE_WINDOW": "0.2",
+           "RECONCILE_CATALOG_EVERY": "2s"}
     async with stack_factory(workers=1, worker_env=env) as stack:
         product, price = await stack.product("Pro", ["pro", "export"])
         customers = []

@@ -336,6 +336,8 @@ class Launcher:
         self.env.update({
             "STRIPE_API_KEY": DEMO_KEY, "STRIPE_API_BASE": handle.base_url,
             "STRIPE_WEBHOOK_SECRET": endpoint.secret, "LOG_FORMAT": "json", "COALESCE_WINDOW": "0.5",
+            # the demo shows where Stripe's own Entitlements disagree: compare on every sync
+            "STRIPE_ENTITLEMENTS_AUDIT": "1",
         })
         self.timeline.say("entitled demo — no STRIPE_API_KEY set, so a fake Stripe plays SPEC scenarios on fast "
                           "test clocks.\nFor each: webhooks received → sync from Stripe's API → entitlements → "
