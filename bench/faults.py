@@ -174,6 +174,9 @@ class Run:
             "RENEWAL_GRACE": cfg.renewal_grace,
             "PAST_DUE_GRACE": cfg.past_due_grace,
             "RECONCILE_EVENTS_EVERY": f"{cfg.events_every_s}s",
+            # Stripe fires no event when a product's features change: the catalog poll finds it,
+            # on the poller's schedule so that the convergence wait covers both.
+            "RECONCILE_CATALOG_EVERY": f"{cfg.events_every_s}s",
             "RECONCILE_SWEEP_EVERY": "1d",
             "SYNC_LEASE": "10s",
             "WORKER_CONCURRENCY": "16",
@@ -209,7 +212,8 @@ class Run:
                 world = World(client, ctl, fake, await make_catalog(client))
                 self.report.settings = {
                     "RENEWAL_GRACE": cfg.renewal_grace, "PAST_DUE_GRACE": cfg.past_due_grace,
-                    "RECONCILE_EVENTS_EVERY": f"{cfg.events_every_s}s", "SYNC_LEASE": "10s",
+                    "RECONCILE_EVENTS_EVERY": f"{cfg.events_every_s}s",
+                    "RECONCILE_CATALOG_EVERY": f"{cfg.events_every_s}s", "SYNC_LEASE": "10s",
                     "workers": str(cfg.workers), "seed": str(cfg.seed),
                     "api_latency_ms": f"{API_LATENCY_MS[0]}-{API_LATENCY_MS[1]}",
                 }

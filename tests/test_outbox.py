@@ -111,7 +111,9 @@ async def test_redis_down_while_changes_commit(database_url: str, pool: asyncpg.
             server.start()
 
             async def all_published() -> bool:
-                return int(await aw(r.xlen(KEYS.stream))) >= 15
+                # the relay adds to the stream, then marks the rows: wait for both
+                return int(await aw(r.xlen(KEYS.stream))) >= 15 and not await pool.fetchval(
+                    "SELECT count(*) FROM outbox WHERE published_at IS NULL")
 
             await wait_for(all_published)
         messages = await stream_messages(r)

@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import os
 import socket
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -44,6 +45,19 @@ SWEEP_TIMEOUT_S = 6 * 3600
 ARQ_REDIS_RETRIES = 35
 # How long a starting worker waits for Postgres (a restart, a fail-over) before giving up.
 STARTUP_DB_WAIT_S = 60.0
+
+
+class _Worker(Worker):
+    """arq's Worker, except that Redis going away while a cron job is queued does not end the
+    process: arq queues crons in a WATCHed pipeline, which redis-py never retries, and calls it
+    from its poll loop unguarded. That tick is skipped; the next schedule runs the job."""
+
+    async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> None:
+        try:
+            await super().run_cron(n, delay, num_windows)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            log.warning("worker.cron_not_queued", error=type(exc).__name__,
+                        hint="Redis was unreachable; the next schedule runs it")
 
 
 def arq_redis_settings(redis_url: str) -> RedisSettings:
@@ -161,7 +175,7 @@ def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = 
         cron(sweep_cron, name="reconcile_sweep", unique=True, keep_result=0, timeout=SWEEP_TIMEOUT_S,
              **cron_fields(settings.reconcile_sweep_every.s, "RECONCILE_SWEEP_EVERY")),
     ]
-    worker = Worker(
+    worker = _Worker(
         functions=[func(sync_unit, name=SYNC_FUNCTION, keep_result=0, timeout=JOB_TIMEOUT_S, max_tries=1000)],
         cron_jobs=crons,
         redis_settings=arq_redis_settings(settings.redis_url),
