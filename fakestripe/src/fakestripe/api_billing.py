@@ -8,6 +8,7 @@ from aiohttp import web
 
 from . import billing, checkout, errors, shapes_billing
 from .api import fake_of, newest_first, paginate, params, respond
+from .core import Core
 from .forms import (
     Arr,
     Bool,
@@ -67,7 +68,9 @@ CREATE_SUBSCRIPTION = Endpoint(
         "cancel_at": Timestamp(),
         "metadata": Metadata(),
         "description": Str(max_length=500),
-        "collection_method": Enum(("charge_automatically",)),
+        "collection_method": Enum(("charge_automatically", "send_invoice")),
+        "days_until_due": Int(min=0, max=730),
+        "billing_mode": Obj({"type": Enum(("classic", "flexible"))}, frozenset({"type"})),
         "proration_behavior": _PRORATION,
         "off_session": Bool(),
     },
@@ -200,9 +203,19 @@ async def create_subscription(request: web.Request) -> web.Response:
         cancel_at_period_end=p.get("cancel_at_period_end", False),
         cancel_at=p.get("cancel_at"),
         flow="incomplete" if behavior == "default_incomplete" else "charge",
+        billing_mode=p.get("billing_mode", {}).get("type", "flexible"),
+        collection_method=p.get("collection_method", "charge_automatically"),
+        days_until_due=p.get("days_until_due"),
     )
     sub = billing.create_subscription(core, customer, spec)
     return respond(request, _sub_json(request, sub), p)
+
+
+def _require_customer(core: Core, p: dict[str, Any]) -> None:
+    if "customer" in p and p["customer"] not in core.store.customers:
+        # A customer that never existed, or went with its deleted test clock (assumption:
+        # docs/fakestripe.md); a deleted customer's stub still lists its canceled subscriptions.
+        raise errors.resource_missing("customer", p["customer"], param="customer")
 
 
 @routes.get("/v1/subscriptions")
@@ -210,6 +223,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
     p = params(request, LIST_SUBSCRIPTIONS)
     core = fake_of(request).core
     status = p.get("status")
+    _require_customer(core, p)
 
     def keep(sub: Subscription) -> bool:
         if "customer" in p and sub.customer != p["customer"]:
@@ -282,6 +296,43 @@ async def resume_subscription(request: web.Request) -> web.Response:
     return respond(request, _sub_json(request, sub), p)
 
 
+# Subscription items -------------------------------------------------------------------------
+
+LIST_SUBSCRIPTION_ITEMS = Endpoint({"subscription": Str()}, required=frozenset({"subscription"}), list_params=True)
+
+
+@routes.get("/v1/subscription_items")
+async def list_subscription_items(request: web.Request) -> web.Response:
+    """A subscription's items, in the order the subscription lists them (its embedded `items`
+    holds only the first page: https://docs.stripe.com/api/subscription_items/list)."""
+    p = params(request, LIST_SUBSCRIPTION_ITEMS)
+    core = fake_of(request).core
+    sub = core.store.subscriptions.get(p["subscription"])
+    if sub is None:
+        raise errors.resource_missing("subscription", p["subscription"], param="subscription")
+    page = paginate(
+        sub.items,
+        lambda i: i.id,
+        lambda i: shapes_billing.subscription_item(core.store, sub, i),
+        p,
+        "/v1/subscription_items",
+        "subscription_item",
+    )
+    return respond(request, page, p)
+
+
+@routes.get("/v1/subscription_items/{id}")
+async def retrieve_subscription_item(request: web.Request) -> web.Response:
+    p = params(request, Endpoint())
+    core = fake_of(request).core
+    item_id = request.match_info["id"]
+    for sub in core.store.subscriptions.values():
+        for item in sub.items:
+            if item.id == item_id:
+                return respond(request, shapes_billing.subscription_item(core.store, sub, item), p)
+    raise errors.resource_missing("subscription_item", item_id)
+
+
 # Invoices ----------------------------------------------------------------------------------
 
 LIST_INVOICES = Endpoint(
@@ -336,14 +387,16 @@ async def list_invoices(request: web.Request) -> web.Response:
 
 @routes.post("/v1/invoices/{id}/pay")
 async def pay_invoice(request: web.Request) -> web.Response:
-    p = params(request, Endpoint({"payment_method": Str(), "off_session": Bool()}))
+    p = params(
+        request, Endpoint({"payment_method": Str(), "off_session": Bool(), "paid_out_of_band": Bool()})
+    )
     core = fake_of(request).core
     inv = _invoice(request)
     pm = None
     if "payment_method" in p:
         pm = materialize_payment_method(core, p["payment_method"], inv.test_clock, "payment_method")
         attach_payment_method(core, pm, billing.get_customer(core, inv.customer))
-    pay_manually(core, inv, pm)
+    pay_manually(core, inv, pm, out_of_band=p.get("paid_out_of_band", False))
     return respond(request, shapes_billing.invoice(core.store, inv), p)
 
 
