@@ -17,7 +17,7 @@ import asyncpg
 
 from shared.access import Access, CustomerFacts, Subscription
 from shared.coordination import AcceptedEvent
-from shared.publishing import AccessChanged, outbox
+from shared.publishing import AccessChanged, history, outbox
 
 
 class FencedOutError(Exception):
@@ -177,6 +177,9 @@ async def write(
             sorted(facts.stripe_features),
         )
         await record_events(conn, cid, events, outcome="changed" if changed else "unchanged")
+        # The customer timeline's "what Stripe said" and "why" (GET /v1/customers/C/timeline).
+        await history.record_sync(conn, facts=facts, access=access, offset_s=offset_s, reason=reason,
+                                  event_ids=[e.id for e in events if e.id], changed=changed, version=version)
     return Written(changed=changed, version=version, message=message)
 
 

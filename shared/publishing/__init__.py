@@ -4,7 +4,7 @@ A sync `outbox.append`s its message in its own transaction; the `Relay` publishe
 to the stream and the channel; `StreamSubscriber` and `channel_messages` read them.
 """
 
-from shared.publishing import outbox
+from shared.publishing import history, outbox
 from shared.publishing.messages import AccessChanged, MessageError
 from shared.publishing.relay import Relay
 from shared.publishing.subscriber import StreamSubscriber, channel_messages
@@ -15,5 +15,6 @@ __all__ = [
     "Relay",
     "StreamSubscriber",
     "channel_messages",
+    "history",
     "outbox",
 ]
