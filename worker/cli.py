@@ -6,6 +6,7 @@
     entitled show --customer cus_... | --user u_...
     entitled events --failed              the ledger's failures, and the parked units
     entitled replay EVENT_ID | UNIT       process an event's customer (or a parked unit) again
+    entitled endpoints add URL | list | remove ID, entitled deliveries --failed   outbound webhooks
     entitled run                          run everything (see worker/launcher.py)
     entitled worker | entitled ingest     one process of either kind
 
@@ -30,6 +31,7 @@ from shared.coordination import AcceptedEvent, Unit, is_stripe_id
 from shared.settings import Settings, SettingsError, load
 from shared.stripe_api import StripeReader
 from shared.version import describe
+from worker import endpoints_cli
 
 WAIT_FOR_SYNC_S = 60
 
@@ -279,6 +281,7 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("event_id", metavar="EVENT_ID|UNIT")
     run = sub.add_parser("run", help="run ingest and a worker (embedded Postgres/Redis and a demo when unconfigured)")
     run.add_argument("--exit-after-demo", action="store_true", help="stop once the demo has played")
+    endpoints_cli.add_parsers(sub)  # outbound webhooks: endpoints, deliveries
     sub.add_parser("worker", help="run one worker process")
     sub.add_parser("ingest", help="run the webhook receiver")
     return p
@@ -307,6 +310,8 @@ async def _run(args: argparse.Namespace, ctx: Services) -> None:
         await cmd_events(ctx, limit=args.limit)
     elif args.command == "replay":
         await cmd_replay(ctx, args.event_id)
+    elif args.command in endpoints_cli.COMMANDS:
+        await endpoints_cli.run(args, ctx, CliError)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

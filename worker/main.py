@@ -28,8 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared import db
 from shared.bootstrap import Services, bootstrap
 from shared.coordination import EVENTS_POLL, SYNC_FUNCTION, Keys, in_progress_timeout_s
-from shared.publishing import Relay
-from shared.publishing.delivery import Deliverer
+from shared.publishing import Deliverer, Relay
 from shared.settings import Settings, SettingsError
 from worker import reconcile, timers
 from worker.sync import run_unit

@@ -30,7 +30,8 @@ The promises, and how each is kept
   delivery again (at least once).
 
 Time: leases use Postgres' clock; the schedule (when a retry is due, when to give up) uses
-`clock`, which a test may advance to play an endpoint down for an hour without waiting one.
+`clock`, which a test may advance to play an endpoint down for an hour without waiting one (a
+row is due when either clock has reached it: new rows are stamped by Postgres).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from standardwebhooks.webhooks import Webhook
 
 from shared import db
-from shared.publishing import endpoints, history
-from shared.publishing.endpoints import Endpoint
+from shared.publishing.endpoints import Endpoint, active
+from shared.publishing.history import prune as prune_history
 from shared.publishing.outbox import OUTBOX_CHANNEL
 
 log = structlog.get_logger(__name__)
@@ -150,7 +151,7 @@ _CLAIM = """
 UPDATE webhook_deliveries d SET leased_until = now() + make_interval(secs => $3)
 FROM (
     SELECT c.id FROM webhook_deliveries c
-    WHERE c.endpoint_id = $1 AND c.status = 'pending' AND c.next_attempt_at <= $2
+    WHERE c.endpoint_id = $1 AND c.status = 'pending' AND c.next_attempt_at <= greatest($2, now())
       AND (c.leased_until IS NULL OR c.leased_until < now())
       AND NOT (c.id = ANY($5::bigint[]))
       AND NOT EXISTS (
@@ -322,7 +323,7 @@ class Deliverer:
             await pool.close()
 
     async def _refresh_lanes(self, pool: asyncpg.Pool) -> None:
-        wanted = {e.id: e for e in await endpoints.active(pool)}
+        wanted = {e.id: e for e in await active(pool)}
         for endpoint_id in list(self.lanes):
             lane, task = self.lanes[endpoint_id]
             if wanted.get(endpoint_id) != lane.endpoint or task.done():
@@ -366,4 +367,4 @@ async def housekeeping(pool: asyncpg.Pool) -> None:
     await pool.execute(
         "DELETE FROM webhook_deliveries WHERE (status IN ('delivered', 'canceled') AND created_at < now() - interval '7 days')"
         " OR (status = 'failed' AND created_at < now() - interval '30 days')")
-    await history.prune(pool)
+    await prune_history(pool)
