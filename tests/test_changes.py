@@ -48,5 +48,5 @@ def test_a_user_found_later_is_a_change() -> None:
 
 def test_features_came_and_went() -> None:
     change = diff([EntitlementRow("basic", T0, "sub_1")], "u_1", [EntitlementRow("pro", T0, "sub_2")], "u_1")
-    assert (change.added, change.removed, change.before, change.after) == (
-        {"pro"}, {"basic"}, {"basic"}, {"pro"})
+    assert (change.added, change.removed) == (frozenset({"pro"}), frozenset({"basic"}))
+    assert (change.before, change.after) == (frozenset({"basic"}), frozenset({"pro"}))
