@@ -18,6 +18,7 @@ from shared.access import (
     Invoice,
     Item,
     Known,
+    PastDue,
     PolicyConfig,
     Row,
     Subscription,
@@ -50,9 +51,9 @@ configs = st.builds(
 )
 
 # What the strategies may generate. Each SPEC case the policy covers is turned on here.
-MIXED_PERIODS = False  # items of one subscription with different periods (flexible billing)
-SEND_INVOICE = False  # collection_method=send_invoice, with the invoice's due_date
-PAUSED_PAST_DUE = False  # pause_collection on a past_due subscription
+MIXED_PERIODS = True  # items of one subscription with different periods (flexible billing)
+SEND_INVOICE = True  # collection_method=send_invoice, with the invoice's due_date
+PAUSED_PAST_DUE = True  # pause_collection on a past_due subscription
 
 
 @st.composite
@@ -106,7 +107,7 @@ class Oracle:
         inv = sub.latest_invoice
         stripe_says = None
         if inv is not None and inv.status in ("open", "uncollectible"):
-            if SEND_INVOICE and sub.collection_method == "send_invoice" and inv.due_date is not None:
+            if sub.collection_method == "send_invoice" and inv.due_date is not None:
                 stripe_says = inv.due_date
             else:
                 stripe_says = inv.finalized_at
@@ -115,8 +116,7 @@ class Oracle:
 
     def cancel_time(self, sub: Subscription) -> int | None:
         """'The cancel time is cancel_at; when only cancel_at_period_end is set, it is the
-        earliest item's current_period_end.' (Until per-item periods: the subscription's period end,
-        which all its items share.)"""
+        earliest item's current_period_end.'"""
         if sub.cancel_at is not None:
             return sub.cancel_at
         if sub.cancel_at_period_end:
@@ -125,14 +125,15 @@ class Oracle:
         return None
 
     def until(self, sub: Subscription, item: Item, recorded: float | None, now: int) -> int | None:
-        """The table's `until` for one item of one subscription; None when its row grants nothing."""
+        """The table's `until` for one item of one subscription; None when its row grants nothing.
+        'each item's features last as long as that item's period'."""
         grace = self.cfg.renewal_grace_s
         item_end = item.current_period_end
         paused = sub.collection_paused
         if sub.status == "trialing":
             end = sub.trial_end if sub.trial_end is not None else item_end
             until = None if end is None else end + grace
-        elif sub.status == "active" or (sub.status == "past_due" and paused and PAUSED_PAST_DUE):
+        elif sub.status == "active" or (sub.status == "past_due" and paused):
             until = None if item_end is None else item_end + grace  # "as active"
         elif sub.status == "past_due":
             until = self.became_past_due(sub, recorded, now) + self.cfg.past_due_grace_s
@@ -413,3 +414,68 @@ def test_parses_stripe_subscription_fixture_shape() -> None:
     assert sub.product_ids == {"prod_pro"}
     access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
     assert access.past_due_since == {"sub_1": NOW - 2 * DAY}
+
+
+# Issue 13, items 3-5: each of these failed on the policy before them (the commit that added them says how).
+def test_send_invoice_past_due_counts_from_the_due_date() -> None:
+    """collection_method=send_invoice (net 7): past_due from the invoice's due_date, not its
+    finalization, so the customer gets the whole PAST_DUE_GRACE after the due date."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="past_due", created=NOW - 40 * DAY,
+                       items=(Item("si", "price", "prod_basic", NOW - 8 * DAY, NOW + 22 * DAY),),
+                       collection_method="send_invoice",
+                       latest_invoice=Invoice("in_1", "open", created=NOW - 8 * DAY, finalized_at=NOW - 8 * DAY,
+                                              due_date=NOW - DAY))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert access.grants["basic"].valid_until == NOW - DAY + 7 * DAY
+    assert access.past_due_since == {"sub_1": NOW - DAY}
+    assert access.verdicts[0].past_due == PastDue(NOW - DAY, "invoice_due_date")
+
+
+def test_send_invoice_renewing_while_past_due_keeps_the_first_due_date() -> None:
+    """The next period's invoice, due later, does not restart the grace."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="past_due", created=NOW - 70 * DAY,
+                       items=(Item("si", "price", "prod_basic", NOW - DAY, NOW + 29 * DAY),),
+                       collection_method="send_invoice",
+                       latest_invoice=Invoice("in_2", "open", created=NOW - DAY, finalized_at=NOW - DAY,
+                                              due_date=NOW + 6 * DAY))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG, known=Known(past_due_since={"sub_1": NOW - 5 * DAY}))
+    assert access.grants["basic"].valid_until == NOW + 2 * DAY
+
+
+def test_each_item_lasts_its_own_period() -> None:
+    """Flexible billing: a monthly item and a yearly add-on; each item's features last as long
+    as that item's current_period_end + RENEWAL_GRACE."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW - 20 * DAY,
+                       items=(Item("si_m", "price_m", "prod_basic", NOW - 20 * DAY, NOW + 10 * DAY),
+                              Item("si_y", "price_y", "prod_addon", NOW - 20 * DAY, NOW + 345 * DAY)))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert {f: (g.valid_until, g.item_id) for f, g in access.grants.items()} == {
+        "basic": (NOW + 11 * DAY, "si_m"), "addon": (NOW + 346 * DAY, "si_y")}
+    assert decide(facts_of([sub]), PRODUCTS, NOW + 11 * DAY, CFG).features == {"addon"}
+
+
+def test_cancel_at_period_end_alone_is_the_earliest_item_end_and_cancel_at_wins() -> None:
+    """'when only cancel_at_period_end is set, it is the earliest item's current_period_end';
+    `cancel_at` wins over it."""
+    items = (Item("si_m", "price_m", "prod_basic", NOW - 20 * DAY, NOW + 10 * DAY),
+             Item("si_y", "price_y", "prod_addon", NOW - 20 * DAY, NOW + 345 * DAY))
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW - 20 * DAY, items=items,
+                       cancel_at_period_end=True)
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert {f: g.valid_until for f, g in access.grants.items()} == {"basic": NOW + 10 * DAY, "addon": NOW + 10 * DAY}
+    assert {g.row for g in access.grants.values()} == {Row.CANCELLING}
+    with_cancel_at = decide(facts_of([replace(sub, cancel_at=NOW + 100 * DAY)]), PRODUCTS, NOW, CFG)
+    assert {f: g.valid_until for f, g in with_cancel_at.grants.items()} == {
+        "basic": NOW + 11 * DAY, "addon": NOW + 100 * DAY}
+
+
+def test_pause_collection_on_past_due_keeps_access_as_active() -> None:
+    """Stripe: with payment collection paused 'your customer retains access': a past_due
+    subscription with pause_collection grants as active, past PAST_DUE_GRACE."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="past_due", created=NOW - 40 * DAY,
+                       items=(Item("si", "price", "prod_basic", NOW - 10 * DAY, NOW + 20 * DAY),),
+                       collection_paused=True,
+                       latest_invoice=Invoice("in_1", "open", created=NOW - 10 * DAY, finalized_at=NOW - 10 * DAY))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert access.grants["basic"].valid_until == NOW + 21 * DAY
+    assert access.grants["basic"].row is Row.PAUSE_COLLECTION

@@ -99,6 +99,12 @@ class Subscription:
         return max(ends) if ends else None
 
     @property
+    def earliest_period_end(self) -> int | None:
+        """The earliest `current_period_end` of the items (flexible billing: periods may differ)."""
+        ends = [i.current_period_end for i in self.items if i.current_period_end is not None]
+        return min(ends) if ends else None
+
+    @property
     def product_ids(self) -> frozenset[str]:
         return frozenset(i.product_id for i in self.items)
 

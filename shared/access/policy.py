@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
-from shared.access.facts import CustomerFacts, Subscription
+from shared.access.facts import CustomerFacts, Item, Subscription
 
 # Statuses that never grant access, whatever else the subscription says.
 NO_ACCESS = frozenset({"paused", "unpaid", "canceled", "incomplete", "incomplete_expired"})
@@ -157,23 +157,30 @@ def judged_at(facts: CustomerFacts, wall_now: float) -> tuple[int, float]:
 
 
 def cancel_time(sub: Subscription) -> int | None:
-    """When the subscription is set to end: `cancel_at`, or the period end under
-    `cancel_at_period_end` (current API versions set both)."""
+    """When the subscription is set to end: `cancel_at`, which wins; when only
+    `cancel_at_period_end` is set, the earliest item's `current_period_end` (SPEC section 5:
+    with flexible billing the items' periods may differ, and Stripe cancels at the first end)."""
     if sub.cancel_at is not None:
         return sub.cancel_at
     if sub.cancel_at_period_end:
-        return sub.period_end
+        return sub.earliest_period_end
     return None
 
 
 def _invoice_moment(sub: Subscription) -> PastDue | None:
-    """When Stripe shows the subscription became past_due: the unpaid latest invoice's
-    finalization (its creation when Stripe left `finalized_at` out)."""
+    """When Stripe shows the subscription became past_due (SPEC section 5): for
+    `collection_method=send_invoice`, the unpaid invoice's `due_date` (Stripe: such a
+    subscription becomes past_due when its invoice is not paid by the due date,
+    the Subscription object's `status`,
+    https://docs.stripe.com/api/subscriptions/object#subscription_object-status); otherwise when that
+    invoice was finalized (its creation when Stripe left `finalized_at` out)."""
     if sub.past_due_since is not None:
         return PastDue(sub.past_due_since, "given")
     invoice = sub.latest_invoice
     if invoice is None or not invoice.unpaid:
         return None
+    if sub.collection_method == "send_invoice" and invoice.due_date is not None:
+        return PastDue(invoice.due_date, "invoice_due_date")
     at = invoice.finalized_at or invoice.created
     return None if at is None else PastDue(at, "invoice_finalized")
 
@@ -194,19 +201,27 @@ def past_due_moment(sub: Subscription, recorded: float | None, now: int) -> Past
     return min(candidates, key=lambda m: m.at)
 
 
-def _status_until(sub: Subscription, past_due: PastDue | None, config: PolicyConfig) -> tuple[int | None, Row]:
-    """The row the status selects and the time it grants until, before any cancel time."""
+def _status_until(
+    sub: Subscription, item: Item, past_due: PastDue | None, config: PolicyConfig
+) -> tuple[int | None, Row]:
+    """The row the status selects and the time it grants one item until, before any cancel time.
+
+    Periods are per item (flexible billing: items of one subscription may renew at different
+    times), so an item's features last as long as that item's `current_period_end` (the
+    subscription's latest when Stripe shows the item none).
+    """
     status = sub.status
+    item_end = item.current_period_end if item.current_period_end is not None else sub.period_end
     if status in NO_ACCESS:
         return None, Row.NO_ACCESS
     if status == "trialing":
-        end = sub.trial_end if sub.trial_end is not None else sub.period_end
+        end = sub.trial_end if sub.trial_end is not None else item_end
         return (None if end is None else end + config.renewal_grace_s), Row.TRIALING
-    if status == "active":
-        # pause_collection leaves the status active and, per Stripe, the customer keeps access.
-        end = sub.period_end
+    if status == "active" or (status == "past_due" and sub.collection_paused):
+        # pause_collection, on an active or a past_due subscription: Stripe says the customer
+        # retains access (https://docs.stripe.com/billing/subscriptions/pause-payment): as active.
         row = Row.PAUSE_COLLECTION if sub.collection_paused else Row.ACTIVE
-        return (None if end is None else end + config.renewal_grace_s), row
+        return (None if item_end is None else item_end + config.renewal_grace_s), row
     if status == "past_due" and past_due is not None:
         return past_due.at + config.past_due_grace_s, Row.PAST_DUE
     return None, Row.UNKNOWN_STATUS
@@ -218,7 +233,7 @@ def judge(sub: Subscription, now: int, config: PolicyConfig, recorded_past_due: 
     cancel = cancel_time(sub)
     verdicts = []
     for item in sub.items:
-        until, row = _status_until(sub, past_due, config)
+        until, row = _status_until(sub, item, past_due, config)
         if cancel is not None and row not in (Row.NO_ACCESS, Row.UNKNOWN_STATUS) and (until is None or cancel < until):
             # A set end needs no grace: the customer asked to stop then. It never extends access
             # beyond what the status grants (a cancel time after an unconfirmed renewal).
