@@ -61,7 +61,14 @@ if ! docker image inspect "$base_image" >/dev/null 2>&1; then
     sudo_ debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,passwd,ca-certificates \
         bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 \
         || { tail -20 "$work/debootstrap.log"; exit 1; }
-    sudo_ tar -C "$work/rootfs" -c . | docker import - "$base_image" >/dev/null
+    # The host's own extra CAs (a TLS-intercepting egress proxy): pip in the build trusts them too.
+    if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+        sudo_ cp /usr/local/share/ca-certificates/*.crt "$work/rootfs/usr/local/share/ca-certificates/"
+        sudo_ chroot "$work/rootfs" update-ca-certificates >/dev/null
+    fi
+    ca=/etc/ssl/certs/ca-certificates.crt
+    sudo_ tar -C "$work/rootfs" -c . | docker import --change "ENV PIP_CERT=$ca" \
+        --change "ENV SSL_CERT_FILE=$ca" --change "ENV REQUESTS_CA_BUNDLE=$ca" - "$base_image" >/dev/null
     sudo_ rm -rf "$work/rootfs"
     say "imported $base_image ($(( $(date +%s) - started ))s so far)"
 fi
