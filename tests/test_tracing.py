@@ -64,22 +64,26 @@ async def traced_settings(settings: Settings, fake: Any) -> AsyncIterator[Settin
         await runner.cleanup()
 
 
+def attrs(span: ReadableSpan) -> dict[str, Any]:
+    return dict(span.attributes or {})
+
+
 def named(spans: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [s for s in spans.get_finished_spans() if s.name == name]
 
 
 def children(spans: InMemorySpanExporter, parent: ReadableSpan) -> list[ReadableSpan]:
-    ctx = parent.get_span_context()
+    ctx: Any = parent.get_span_context()
     return [s for s in spans.get_finished_spans()
-            if s.parent is not None and s.parent.span_id == ctx.span_id and s.context.trace_id == ctx.trace_id]
+            if s.parent is not None and s.parent.span_id == ctx.span_id and s.parent.trace_id == ctx.trace_id]
 
 
 async def accepted_subscription_event(spans: InMemorySpanExporter) -> ReadableSpan:
     for _ in range(200):
         for received in named(spans, "webhook.received"):
-            attrs = received.attributes or {}
-            if attrs.get("stripe.event_type") == "customer.subscription.created" and \
-                    attrs.get("http.response.status_code") == 200:
+            found = attrs(received)
+            if found.get("stripe.event_type") == "customer.subscription.created" and \
+                    found.get("http.response.status_code") == 200:
                 return received
         await asyncio.sleep(0.05)
     raise AssertionError("no customer.subscription.created webhook was accepted")
@@ -90,11 +94,12 @@ async def test_one_webhook_is_traced_from_receipt_to_the_stream(
 ) -> None:
     customer_id = await subscribed_customer(client, ["pro"])
     received = await accepted_subscription_event(spans)
-    event_id = (received.attributes or {})["stripe.event_id"]
+    event_id = attrs(received)["stripe.event_id"]
     # ingest: the queueing is a child of the receipt
     assert [s.name for s in children(spans, received)] == ["unit.accepted"]
 
-    with structlog.testing.capture_logs(processors=[tracing.add_trace_ids]) as logs:
+    trace_ids: Any = tracing.add_trace_ids
+    with structlog.testing.capture_logs(processors=[trace_ids]) as logs:
         await drain(traced_settings)
     conn = await asyncpg.connect(traced_settings.database_url)
     try:  # whatever the worker's own relay left unpublished when the burst ended
@@ -107,29 +112,29 @@ async def test_one_webhook_is_traced_from_receipt_to_the_stream(
     [sync] = [s for s in named(spans, "sync") if any(
         link.context.span_id == received.context.span_id for link in s.links)]
     [link] = [link for link in sync.links if link.context.span_id == received.context.span_id]
-    assert (link.attributes or {})["stripe.event_id"] == event_id
-    assert event_id in (sync.attributes or {})["entitled.event_ids"]
-    assert (sync.attributes or {})["entitled.unit"] == customer_id
+    assert dict(link.attributes or {})["stripe.event_id"] == event_id
+    assert event_id in attrs(sync)["entitled.event_ids"]
+    assert attrs(sync)["entitled.unit"] == customer_id
 
     under_sync = children(spans, sync)
     names = [s.name for s in under_sync]
     assert "stripe.request" in names
     assert "postgres.query" in names
-    stripe_calls = {str((s.attributes or {})["entitled.endpoint"]): (s.attributes or {})["http.response.status_code"]
+    stripe_calls = {str(attrs(s)["entitled.endpoint"]): attrs(s)["http.response.status_code"]
                     for s in under_sync if s.name == "stripe.request"}
     assert stripe_calls.get("GET /v1/subscriptions") == 200, stripe_calls
     [write] = [s for s in under_sync if s.name == "postgres.transaction"]
     [appended] = [s for s in children(spans, write) if s.name == "outbox.append"]
-    assert (appended.attributes or {})["entitled.customer_id"] == customer_id
+    assert attrs(appended)["entitled.customer_id"] == customer_id
     # the statements of the write transaction are its children too
-    assert any(s.name == "postgres.query" and "INSERT INTO outbox" in str((s.attributes or {})["db.query.text"])
+    assert any(s.name == "postgres.query" and "INSERT INTO outbox" in str(attrs(s)["db.query.text"])
                for s in children(spans, write))
 
     # the relay's publish links to the outbox row
     [published] = [s for s in named(spans, "stream.publish")
                    if any(link.context.span_id == appended.context.span_id for link in s.links)]
-    message_id = (appended.attributes or {})["entitled.message_id"]
-    assert message_id in (published.attributes or {})["entitled.message_ids"]
+    message_id = attrs(appended)["entitled.message_id"]
+    assert message_id in attrs(published)["entitled.message_ids"]
     entries = await redis_client.xrange("access-changed")
     assert any(message_id.encode() in fields[b"data"] for _id, fields in entries)
 
