@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 
+from shared import tracing
 from shared.access import Access, CustomerFacts, Known, Subscription
 from shared.coordination import AcceptedEvent
 from shared.publishing import AccessChanged, EntitlementRow, diff, outbox
@@ -98,7 +99,7 @@ async def write(
     """Write one sync's result in one transaction; publish intent goes to the outbox."""
     cid = facts.customer_id
     now = datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, tracing.span("postgres.transaction", purpose="sync.write"), conn.transaction():
         row = await conn.fetchrow(
             "SELECT fence, version FROM customer_sync WHERE customer_id = $1 FOR UPDATE", cid
         )

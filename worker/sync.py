@@ -16,6 +16,7 @@ from dataclasses import replace
 import structlog
 from prometheus_client import Counter, Histogram
 
+from shared import tracing
 from shared.access import Access, CustomerFacts, Known, decide, judged_at, ref_id
 from shared.bootstrap import Services
 from shared.coordination import Outcome, Run, Unit, UnitKind
@@ -67,7 +68,7 @@ async def run_unit(deps: Services, wire: str, job_id: str) -> str:
         log.info("sync.busy", unit=unit, job_id=job_id)
         return "busy"
     began_at = time.time()
-    with structlog.contextvars.bound_contextvars(customer_id=unit.wire, job_id=job_id):
+    with structlog.contextvars.bound_contextvars(customer_id=unit.wire, job_id=job_id), tracing.sync_span(run):
         heartbeat = asyncio.create_task(_heartbeat(deps, run))
         outcome: Outcome = "failed"
         settled: str | None = None
