@@ -17,24 +17,30 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 import redis
 import redis.asyncio
+import stripe
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import REGISTRY
 
 from api.app import create_app as create_api
+from fakestripe import FakeStripe
 from ingest import metrics as ingest_metrics
 from ingest.app import create_app
-from shared import logs
-from shared.embedded import RedisServer, start_postgres
+from shared import db, logs
+from shared.bootstrap import Services, bootstrap
+from shared.coordination import PARK_AFTER_FATAL, Keys, Unit
+from shared.embedded import RedisServer, free_port, start_postgres
 from shared.settings import Settings, SettingsError, load
-from tests.conftest import WEBHOOK_SECRET
+from tests.conftest import API_KEY, WEBHOOK_SECRET
 from tests.support.served import ServedApp, raw_exchange, split_response
 from tests.support.webhooks import event, sign, subscription
+from worker.sync import run_unit
 
 
 @pytest.fixture
@@ -363,3 +369,75 @@ async def test_two_thousand_concurrent_connections_are_all_answered(settings: Se
 
         statuses = await asyncio.gather(*(one() for _ in range(2000)))
     assert statuses == [200] * 2000
+
+
+# --- item 2: parking is visible in a metric ---------------------------------------------------------
+
+@pytest.fixture
+async def fake() -> AsyncIterator[Any]:
+    async with FakeStripe(api_keys=(API_KEY,), tick_interval_s=0.1).running() as running:
+        yield running
+
+
+@pytest.fixture
+async def deps(settings: Settings, fake: Any) -> AsyncIterator[Services]:
+    worker_settings = settings.model_copy(update={"stripe_api_base": fake.base_url, "stripe_rate_limit": 200.0,
+                                                  "stripe_endpoint_rate_limit": 200.0})
+    async with bootstrap(worker_settings, postgres=True, stripe_client=True,
+                         keys=Keys(prefix=worker_settings.redis_prefix)) as services:
+        async with services.pool.acquire() as conn:
+            await db.migrate(conn)
+        yield services
+
+
+async def test_a_parked_unit_is_counted_by_the_parked_metric(deps: Services, fake: Any) -> None:
+    """Item 2: a customer whose every sync Postgres refuses (a NUL byte in its user id) is parked
+    after PARK_AFTER_FATAL runs, and `entitled_units_parked_total{kind="customer"}` counts it,
+    once."""
+    http = stripe.AIOHTTPClient()
+    client = stripe.StripeClient(API_KEY, base_addresses={"api": fake.base_url}, http_client=http)
+    try:
+        cus = (await client.v1.customers.create_async({"metadata": {"user_id": "u\x00nul"}})).id
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+    sample = ("entitled_units_parked_total", {"kind": "customer"})
+    before = REGISTRY.get_sample_value(*sample) or 0.0
+    unit = Unit.customer(cus)
+    await deps.coordinator.accept(unit, reason="test", delay_ms=0)
+    results = []
+    for _ in range(PARK_AFTER_FATAL):
+        [job_id] = [m.decode() for m in await deps.redis.zrange(deps.keys.queue, 0, -1)]
+        await deps.redis.zrem(deps.keys.queue, job_id)  # run it now, not after its back-off
+        results.append(await run_unit(deps, unit.wire, job_id))
+    assert results[-1] == "customer:failed:parked", results
+    assert [p.unit for p in await deps.coordinator.parked_units()] == [unit]
+    assert REGISTRY.get_sample_value(*sample) == before + 1
+
+
+async def test_worker_metrics_need_the_token_when_one_is_set(stack_factory: Any) -> None:
+    """Item 6: with METRICS_TOKEN set, a worker's metrics answer 401 (JSON, no banner) without
+    `Authorization: Bearer <token>`, and the metrics with it."""
+    token = f"tok-{uuid.uuid4().hex}"
+    async with stack_factory(workers=0) as stack:
+        port = free_port()
+        stack.start_worker(WORKER_METRICS_PORT=str(port), METRICS_TOKEN=token)
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with aiohttp.ClientSession() as session:
+            async def get(headers: dict[str, str]) -> tuple[int, str, dict[str, str]]:
+                for _ in range(300):
+                    try:
+                        async with session.get(url, headers=headers) as resp:
+                            return resp.status, await resp.text(), dict(resp.headers)
+                    except aiohttp.ClientConnectionError:
+                        await asyncio.sleep(0.1)  # the worker is still starting
+                raise AssertionError("the worker's metrics never answered")
+
+            for headers in [{}, {"Authorization": "Bearer wrong"}, {"Authorization": token}]:
+                status, text, response_headers = await get(headers)
+                assert status == 401, headers
+                assert orjson.loads(text)["error"]["reason"] == "unauthorized"
+                assert token not in text
+                assert "Server" not in response_headers
+            status, text, _ = await get({"Authorization": f"Bearer {token}"})
+            assert status == 200
+            assert "entitled_syncs_total" in text
