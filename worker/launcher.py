@@ -196,7 +196,7 @@ class Launcher:
             return self.settings.database_url
         folder = self.servers_dir / "postgres"
         try:
-            admin_url, server = start_postgres(folder)
+            admin_url, server = start_postgres(folder, private_root=self.data_dir)
         except EmbeddedError as exc:
             raise LaunchError(str(exc)) from None
         self.cleanups.append(server.cleanup)  # type: ignore[attr-defined]
@@ -217,13 +217,13 @@ class Launcher:
             except preflight.DependencyError as exc:
                 raise LaunchError(str(exc)) from None
             return self.settings.redis_url
-        server = RedisServer(data_dir=self.servers_dir / "redis", persist=True)
+        server = RedisServer(data_dir=self.servers_dir / "redis", persist=True, private_root=self.data_dir)
         try:
             server.start()
         except EmbeddedError as exc:
             raise LaunchError(str(exc)) from None
         self.cleanups.append(server.stop)
-        print(f"entitled run: embedded Redis on {server.url} (data in {server.dir})", file=sys.stderr)
+        print(f"entitled run: embedded Redis on {server.display_url} (data in {server.dir})", file=sys.stderr)
         return server.url
 
     def _write_run_file(self, embedded: dict[str, str]) -> None:
@@ -233,6 +233,7 @@ class Launcher:
         path = run_file(self.data_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("".join(f"{name}={value}\n" for name, value in embedded.items()))
+        path.chmod(0o600)  # it holds the embedded Redis's password
         self.cleanups.append(lambda: path.unlink(missing_ok=True))
 
     async def _spawn(self, module: str, extra: dict[str, str]) -> Child:
