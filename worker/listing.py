@@ -16,8 +16,9 @@ what each page shows:
   holding second `c` continues from the page's last object (`starting_after`), so the objects of
   second `c` already seen are not listed again and a second holding any number of objects is
   paged by its cursor. Where the remainder is far wider than the page suggests (the first page
-  of an account, read down to `floor`), the parts grow geometrically toward the floor: a few
-  requests cover years that hold nothing.
+  of an account, read down to `floor`), at most MAX_EVEN_PARTS such parts are made and the rest
+  is one more part, split in turn by what its own first page shows: years that hold nothing
+  cost one request, not one per guess.
 - Requests go through the one Stripe client: the shared rate limit and the per-endpoint bound
   on requests in flight (`STRIPE_ENDPOINT_CONCURRENCY`) hold as for every other request; this
   module only makes enough ranges available that the limit, not the cursor, sets the pace.
@@ -37,7 +38,7 @@ from typing import Any
 # Stripe opened to the public in 2011: no account holds an object created before.
 EPOCH = 1_293_840_000  # 2011-01-01T00:00:00Z
 PAGE = 100
-# Parts of one split at most when they are of equal width; beyond, widths double.
+# Parts of about one page each made at one split at most; the rest of the range is one more part.
 MAX_EVEN_PARTS = 16
 
 Page = Mapping[str, Any]
@@ -64,26 +65,19 @@ class Part:
 
 def boundaries(lo: int, top: int, per_second: float) -> list[int]:
     """Descending cut points `[top, ..., lo]` splitting `[lo, top)` into parts of about one page
-    each at `per_second` objects a second; past MAX_EVEN_PARTS such parts, each next part is
-    twice as wide as the one before (the density of the newest page says little about years
-    before it)."""
+    each at `per_second` objects a second. Past MAX_EVEN_PARTS such parts the rest of the range
+    is one more part: the density of the newest page says little about the years before it, and
+    that part's own first page, if full, sizes its split (one request, where parts sized by a
+    guess would cost one each, most of them empty)."""
     width = max(1.0, PAGE / per_second)
     span = top - lo
-    if span <= width:
+    count = math.ceil(span / width)
+    if count <= 1:
         return [top, lo]
-    if span / width <= MAX_EVEN_PARTS:
-        count = math.ceil(span / width)
+    if count <= MAX_EVEN_PARTS:
         cuts = [top - round(span * i / count) for i in range(count + 1)]
     else:
-        cuts, edge, step = [top], float(top), width
-        for i in range(1, 10_000):
-            edge -= step
-            if i >= MAX_EVEN_PARTS // 2:
-                step *= 2
-            if edge <= lo:
-                break
-            cuts.append(math.floor(edge))
-        cuts.append(lo)
+        cuts = [top - math.floor(width * i) for i in range(MAX_EVEN_PARTS + 1)] + [lo]
     return sorted(set(cuts), reverse=True)
 
 
