@@ -378,9 +378,10 @@ class Run:
         with contextlib.suppress(asyncio.CancelledError):
             await self.background_sampler
         self.watch.close(time.time())
-        stream = await check_stream(r, pool, self.keys)
+        stream = await check_stream(r, pool, self.keys, lost_at=self.loss_at)
         self.report.stream = {"entries": stream.entries, "customers": stream.customers,
-                              "duplicates": stream.duplicates, "out_of_order": stream.out_of_order}
+                              "duplicates": stream.duplicates, "out_of_order": stream.out_of_order,
+                              "lost_with_redis": stream.lost_with_redis}
         self.report.stream_problems = (
             [f"gap {g}" for g in stream.gaps] + [f"conflict {c}" for c in stream.conflicting]
             + [f"last differs {x}" for x in stream.last_differs]
