@@ -179,13 +179,16 @@ def checkout_user_plan(run: Run, prior: Known) -> tuple[str | None, bool]:
     thin event), or an operator asked for a full resync (SPEC section 8: one request per sync).
     """
     checkout = [e for e in run.events if e.type.startswith("checkout.session.")]
+    hinted = [e.client_reference_id or "" for e in checkout]
     # A caller waiting on the success page (`POST /v1/sync`, before any webhook) and a customer
-    # whose user is still unknown read the sessions too: the user may be there already.
-    if run.reason in ("resync", "api.sync") or prior.user_id is None or any(
+    # whose user is still unknown read the sessions too: the user may be there already. Not
+    # when the burst brought a completed session naming the user: that is the value a read
+    # gives (issue 20: a first purchase costs one request).
+    named = bool(hinted) and bool(hinted[-1].strip())
+    if run.reason in ("resync", "api.sync") or (prior.user_id is None and not named) or any(
         e.client_reference_id is None for e in checkout
     ):
         return None, True
-    hinted = [e.client_reference_id or "" for e in checkout]
     if hinted and hinted[-1].strip():
         return hinted[-1].strip(), False
     return (prior.user_id if prior.user_id_source == "checkout_session" else None), False
