@@ -40,6 +40,20 @@ PARKED = Counter(
 )
 
 SUMMARY_EVENT = "entitlements.active_entitlement_summary.updated"
+# What a message's `reason` names first (docs/contract.md, messages): Stripe fires its
+# entitlement summary event *after* the subscription, invoice or checkout event that caused it.
+CAUSE_PREFIXES = ("customer.subscription.", "invoice.", "checkout.session.", "charge.")
+
+
+def message_reason(event_types: list[str], fallback: str | None) -> str:
+    """The reason of a sync's message: the latest event of the run that causes changes, else its
+    latest event that is not the summary, else its latest event, else why the run was queued."""
+    causes = [t for t in event_types if t.removeprefix("v1.").startswith(CAUSE_PREFIXES)]
+    others = [t for t in event_types if t.removeprefix("v1.") != SUMMARY_EVENT]
+    for found in (causes, others, event_types):
+        if found:
+            return found[-1]
+    return fallback or "sync"
 RETRY_BASE_S = 5.0
 RETRY_MAX_S = 300.0
 # A catalog entry younger than this is not re-read when Stripe's entitlements disagree with ours.
@@ -248,7 +262,7 @@ async def sync_customer(deps: Services, run: Run) -> None:
         # message that ends its access says whose access ended.
         access = replace(access, user_id=prior.user_id, user_id_source=prior.user_id_source)
 
-    reason = event_types[-1] if event_types else (run.reason or "sync")
+    reason = message_reason(event_types, run.reason)
     written = await store.write(
         deps.pool,
         fence=fence,
