@@ -55,7 +55,8 @@ def test_run_plays_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     # the upgrade's message names the subscription event, not Stripe's summary event
     said = [f"{line} {lines[i + 1]}" for i, line in enumerate(lines[:-1]) if " message  v" in line]
     upgrade = [line for line in said if "+pro" in line and "-basic" in line]
-    assert upgrade and "(customer.subscription.updated)" in upgrade[0], upgrade
+    assert upgrade, said
+    assert "(customer.subscription.updated)" in upgrade[0], upgrade
     assert "(entitlements.active_entitlement_summary" not in "".join(said)
     assert out.count("✓") >= 8
     assert "✗" not in out

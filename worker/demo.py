@@ -195,9 +195,14 @@ class Demo:
         for scene in scenes:
             await scene()
             await self.pause()
-        self.say("\nSummary")
-        for done in self.scenes:
-            self.say(f"   {'✓ pass' if not done.failures else '✗ FAIL'}  {done.number}. {done.title}")
-        failed = sum(1 for done in self.scenes if done.failures)
-        self.say(f"{len(self.scenes) - failed} of {len(self.scenes)} scenarios passed")
-        return failed
+        return summarise(self.scenes, self.say)
+
+
+def summarise(scenes: list[Scene], say: Say) -> int:
+    """A pass/fail line per scenario, then the count; returns how many failed."""
+    say("\nSummary")
+    for done in scenes:
+        say(f"   {'✓ pass' if not done.failures else '✗ FAIL'}  {done.number}. {done.title}")
+    failed = sum(1 for done in scenes if done.failures)
+    say(f"{len(scenes) - failed} of {len(scenes)} scenarios passed")
+    return failed
