@@ -41,6 +41,20 @@ PARKED = Counter(
 )
 
 SUMMARY_EVENT = "entitlements.active_entitlement_summary.updated"
+# What a message's `reason` names first (docs/contract.md, messages): Stripe fires its
+# entitlement summary event *after* the subscription, invoice or checkout event that caused it.
+CAUSE_PREFIXES = ("customer.subscription.", "invoice.", "checkout.session.", "charge.")
+
+
+def message_reason(event_types: list[str], fallback: str | None) -> str:
+    """The reason of a sync's message: the latest event of the run that causes changes, else its
+    latest event that is not the summary, else its latest event, else why the run was queued."""
+    causes = [t for t in event_types if t.removeprefix("v1.").startswith(CAUSE_PREFIXES)]
+    others = [t for t in event_types if t.removeprefix("v1.") != SUMMARY_EVENT]
+    for found in (causes, others, event_types):
+        if found:
+            return found[-1]
+    return fallback or "sync"
 RETRY_BASE_S = 5.0
 RETRY_MAX_S = 300.0
 # A catalog entry younger than this is not re-read when Stripe's entitlements disagree with ours.
@@ -214,7 +228,7 @@ async def sync_customer(deps: Services, run: Run) -> None:
         access = await _compare_with_stripe(deps, facts, known, access, features_of, now,
                                             stripe_said_changed=SUMMARY_EVENT in event_types)
 
-    reason = event_types[-1] if event_types else (run.reason or "sync")
+    reason = message_reason(event_types, run.reason)
     written = await store.write(deps.pool, fence=fence, facts=facts, access=access, offset_s=offset,
                                 events=run.events, reason=reason)
     if written.message is not None:
