@@ -7,6 +7,7 @@
     entitled events [--failed]            recent events; the ledger's failures and the parked units
     entitled replay EVENT_ID | UNIT       process an event's customer (or a parked unit) again
     entitled connect URL                  create or update the Stripe webhook endpoint (worker/connect.py)
+    entitled endpoints add URL | list | remove ID, entitled deliveries --failed   outbound webhooks
     entitled run                          run everything (see worker/launcher.py)
     entitled worker | entitled ingest     one process of either kind
 
@@ -38,6 +39,7 @@ from shared.coordination import AcceptedEvent, Unit, is_stripe_id
 from shared.settings import Settings, SettingsError, load
 from shared.stripe_api import StripeReader
 from shared.version import describe
+from worker import endpoints_cli
 
 WAIT_FOR_SYNC_S = 60
 
@@ -373,6 +375,7 @@ def parser() -> argparse.ArgumentParser:
                          description="See `entitled run --help`.")
     run.add_argument("--poll", action="store_true", help="development: no webhooks, poll Stripe's Events API")
     run.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
+    endpoints_cli.add_parsers(sub)  # outbound webhooks: endpoints, deliveries
     sub.add_parser("worker", help="run one worker process", description="One arq worker (python -m worker).")
     sub.add_parser("ingest", help="run the webhook receiver", description="The receiver (python -m ingest).")
     return p
@@ -426,6 +429,8 @@ async def _run(args: argparse.Namespace, ctx: Services) -> None:
         await cmd_recent_events(ctx, limit=args.limit)
     elif args.command == "replay":
         await cmd_replay(ctx, args.event_id)
+    elif args.command in endpoints_cli.COMMANDS:
+        await endpoints_cli.run(args, ctx, CliError)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -18,7 +18,7 @@ import asyncpg
 from shared import tracing
 from shared.access import Access, CustomerFacts, Known, Subscription
 from shared.coordination import AcceptedEvent
-from shared.publishing import AccessChanged, EntitlementRow, diff, outbox
+from shared.publishing import AccessChanged, EntitlementRow, diff, history, outbox
 
 
 class FencedOutError(Exception):
@@ -152,6 +152,10 @@ async def write(
             sorted(facts.stripe_features),
         )
         await record_events(conn, cid, events, outcome="changed" if change.publish else "unchanged")
+        # The customer timeline's "what Stripe said" and "why" (GET /v1/customers/C/timeline).
+        await history.record_sync(conn, facts=facts, access=access, offset_s=offset_s, reason=reason,
+                                  event_ids=[e.id for e in events if e.id], changed=change.publish,
+                                  version=version)
     return Written(changed=change.publish, version=version, message=message)
 
 
