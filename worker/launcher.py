@@ -310,9 +310,7 @@ class Launcher:
         path = run_file(self.data_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         # the pid lets the CLI ignore a file a killed run left behind
-        path.write_text(f"# pid={os.getpid()}
-" + "".join(f"{name}={value}
-" for name, value in embedded.items()))
+        path.write_text(f"# pid={os.getpid()}\n" + "".join(f"{name}={value}\n" for name, value in embedded.items()))
         path.chmod(0o600)  # it holds the embedded Redis's password
         self.cleanups.append(lambda: path.unlink(missing_ok=True))
 

@@ -17,9 +17,9 @@ from shared.publishing.subscriber import StreamSubscriber, channel_messages
 __all__ = [
     "AccessChanged",
     "Change",
-    "EntitlementRow",
     "Deliverer",
     "DeliveryPolicy",
+    "EntitlementRow",
     "MessageError",
     "Relay",
     "StreamSubscriber",
