@@ -29,7 +29,7 @@ from pathlib import Path
 import stripe
 from stripe.params import WebhookEndpointCreateParams
 
-from shared.coordination.routing import wants_work
+from shared.coordination import wants_work
 from shared.version import stripe_api_version
 
 DESCRIPTION = "entitled (managed by `entitled connect`)"
