@@ -49,7 +49,7 @@ async def sync(pool: asyncpg.Pool, cid: str, status: str, features: set[str], ev
     facts = CustomerFacts(cid, Customer(cid, metadata_user_id="u_1"), (sub,), None, frozenset())
     access = Access(grants={f: Grant(f, FAR, "sub_1") for f in features}, user_id="u_1",
                     user_id_source="customer_metadata", next_check=None)
-    await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0, past_due_since={},
+    await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0,
                       events=[event], reason=event.type)
 
 

@@ -65,7 +65,7 @@ async def change(pool: asyncpg.Pool, cid: str, n: int) -> str:
     facts = CustomerFacts(cid, Customer(cid), (), None, frozenset())
     access = Access(grants={f"f{n}": Grant(f"f{n}", FAR, "sub_1")}, user_id="u_" + cid,
                     user_id_source="customer_metadata", next_check=None)
-    written = await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0, past_due_since={},
+    written = await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0,
                                 events=[], reason="test")
     assert written.message is not None
     return written.message.id
