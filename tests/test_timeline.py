@@ -7,6 +7,7 @@ sync summary in the same transaction; the real API app reads them back.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from api.app import create_app
 from shared import db
-from shared.access import Access, Customer, CustomerFacts, Grant, Item, Subscription
+from shared.access import Customer, CustomerFacts, Item, PolicyConfig, Subscription, decide
 from shared.coordination import AcceptedEvent
 from shared.publishing import endpoints
 from shared.settings import Settings
@@ -47,8 +48,8 @@ async def sync(pool: asyncpg.Pool, cid: str, status: str, features: set[str], ev
     fence = await store.bump_fence(pool, cid)
     sub = Subscription("sub_1", cid, status, (Item("si_1", "price_1", "prod_1", 1, FAR),), created=1)
     facts = CustomerFacts(cid, Customer(cid, metadata_user_id="u_1"), (sub,), None, frozenset())
-    access = Access(grants={f: Grant(f, FAR, "sub_1") for f in features}, user_id="u_1",
-                    user_id_source="customer_metadata", next_check=None)
+    # The decision is the policy's own, so the timeline shows its why.
+    access = decide(facts, {"prod_1": frozenset(features)}, int(time.time()), PolicyConfig(86400, 7 * 86400))
     await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0,
                       events=[event], reason=event.type)
 
@@ -79,8 +80,9 @@ async def test_timeline_tells_the_story_newest_first(client: TestClient[Any, Any
     syncs = {i["version"]: i for i in items if i["kind"] == "sync"}
     assert syncs[1]["stripe"]["subscriptions"][0]["status"] == "active"
     assert list(syncs[1]["decision"]["features"]) == ["pro"]
-    assert syncs[1]["decision"]["why"][0].startswith("sub_1 is active: grants pro until")
-    assert syncs[2]["decision"]["why"][0] == "sub_1 is canceled: that status grants nothing"
+    assert syncs[1]["decision"]["why"][0].startswith("sub_1 is active: si_1 (prod_1) grants pro until")
+    assert syncs[1]["decision"]["why"][0].endswith("[active]")
+    assert syncs[2]["decision"]["why"][0].startswith("sub_1 is canceled: si_1 (prod_1) grants nothing")
     assert syncs[2]["event_ids"] == ["evt_2"]
     assert syncs[2]["changed"] is True
     messages = {i["version"]: i for i in items if i["kind"] == "message"}

@@ -6,6 +6,7 @@ the decision out (`worker/sync.py`). Every rule of SPEC section 5 lives here:
 test clock's time, the re-check), `features.py` (Product Features, else `metadata.features`).
 """
 
+from shared.access import explain
 from shared.access.facts import (
     Customer,
     CustomerFacts,
@@ -62,6 +63,7 @@ __all__ = [
     "cancel_time",
     "decide",
     "entitlements",
+    "explain",
     "grants_at",
     "judge",
     "judged_at",

@@ -15,11 +15,9 @@ from typing import Any
 
 import asyncpg
 
-from shared.access import Access, CustomerFacts, Subscription
+from shared.access import Access, CustomerFacts, Subscription, explain
 
 KEEP_DAYS = 7
-# Statuses that never grant (SPEC section 5), for the why; the policy itself is shared/access.
-_NEVER_GRANTS = frozenset({"paused", "unpaid", "canceled", "incomplete", "incomplete_expired"})
 
 
 def iso(seconds: float | None) -> str | None:
@@ -59,29 +57,7 @@ def stripe_summary(facts: CustomerFacts) -> dict[str, Any]:
     }
 
 
-def _why(facts: CustomerFacts, access: Access, offset_s: float) -> list[str]:
-    granted: dict[str, list[str]] = {}
-    for grant in access.grants.values():
-        granted.setdefault(grant.subscription_id, []).append(grant.feature)
-    lines: list[str] = []
-    for sub in facts.subscriptions:
-        features = sorted(granted.get(sub.id, []))
-        if features:
-            until = max(access.grants[f].valid_until for f in features)
-            lines.append(f"{sub.id} is {sub.status}: grants {', '.join(features)} until "
-                         f"{iso(until + offset_s) or 'for ever'}")
-        elif sub.status in _NEVER_GRANTS:
-            lines.append(f"{sub.id} is {sub.status}: that status grants nothing")
-        else:
-            lines.append(f"{sub.id} is {sub.status}: grants nothing now (its period, trial, grace or cancel "
-                         "time has passed, its products carry no feature, or another subscription grants longer)")
-    if not facts.subscriptions:
-        lines.append("no subscriptions" + (" (Stripe does not know the customer)" if facts.customer is None else ""))
-    lines.append(f"user {access.user_id} from {access.user_id_source}" if access.user_id else "no user id known")
-    return lines
-
-
-def decision_summary(facts: CustomerFacts, access: Access, offset_s: float) -> dict[str, Any]:
+def decision_summary(access: Access, offset_s: float) -> dict[str, Any]:
     """The decision with its why; times on the wall clock, like the view's."""
     return {
         "features": {f: {"valid_until": iso(g.valid_until + offset_s), "subscription_id": g.subscription_id}
@@ -89,7 +65,7 @@ def decision_summary(facts: CustomerFacts, access: Access, offset_s: float) -> d
         "user_id": access.user_id,
         "user_id_source": access.user_id_source,
         "next_check": iso(None if access.next_check is None else access.next_check + offset_s),
-        "why": _why(facts, access, offset_s),
+        "why": explain.sentences(access, offset_s),
     }
 
 
@@ -100,7 +76,7 @@ async def record_sync(conn: asyncpg.Connection, *, facts: CustomerFacts, access:
         "INSERT INTO sync_log (customer_id, reason, event_ids, changed, version, stripe, decision)"
         " VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb)",
         facts.customer_id, reason, list(event_ids), changed, version,
-        stripe_summary(facts), decision_summary(facts, access, offset_s),
+        stripe_summary(facts), decision_summary(access, offset_s),
     )
 
 
