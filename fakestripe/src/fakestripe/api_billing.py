@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from .forms import (
     Range,
     Str,
     Timestamp,
+    created_between,
     in_range,
 )
 from .invoicing import attach_payment_method, materialize_payment_method, pay_manually
@@ -218,6 +220,15 @@ def _require_customer(core: Core, p: dict[str, Any]) -> None:
         raise errors.resource_missing("customer", p["customer"], param="customer")
 
 
+def _candidates(subs: Iterable[Subscription], p: dict[str, Any]) -> list[Subscription]:
+    """The subscriptions of the customer and the `created` range asked for, if any: plain
+    comparisons first, so the full checks of `keep` run on a few objects (100,000 each time
+    took a fifth of a second a page)."""
+    if "customer" in p:
+        subs = [s for s in subs if s.customer == p["customer"]]
+    return created_between(subs, p.get("created"))
+
+
 @routes.get("/v1/subscriptions")
 async def list_subscriptions(request: web.Request) -> web.Response:
     p = params(request, LIST_SUBSCRIPTIONS)
@@ -245,7 +256,7 @@ async def list_subscriptions(request: web.Request) -> web.Response:
             return False
         return in_range(sub.created, p.get("created"))
 
-    found = newest_first([s for s in core.store.subscriptions.values() if keep(s)], _order)
+    found = newest_first([s for s in _candidates(core.store.subscriptions.values(), p) if keep(s)], _order)
     page = paginate(
         found,
         lambda s: s.id,
@@ -466,7 +477,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     email = p.get("customer_details", {}).get("email")
     found = [
         s
-        for s in core.store.sessions.values()
+        for s in created_between(core.store.sessions.values(), p.get("created"))
         if ("customer" not in p or s.customer == p["customer"])
         and ("subscription" not in p or s.subscription == p["subscription"])
         and ("status" not in p or s.status == p["status"])
