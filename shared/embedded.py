@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -59,8 +60,12 @@ def private_dir(path: Path, *, up_to: Path | None = None, parents_mode: int = 0o
     0700 (folders) and owner-only (files)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
-    if up_to is not None:
+    if up_to is not None and up_to in path.parents:
         for folder in path.parents:
+            info = folder.stat()
+            # Never a shared folder (/tmp, sticky) or one that is not ours: only our own tree.
+            if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
+                break
             folder.chmod(parents_mode)
             if folder == up_to:
                 break
