@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 import structlog
 
+from shared import tracing
+
 # Fields that must never reach the logs in full (secrets, raw payloads). `redact` masks them
 # wherever a caller passes them by mistake; tests/test_security.py holds us to it.
 _SECRET_KEYS = frozenset(
@@ -42,6 +44,7 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
+        tracing.add_trace_ids,
     ]
     renderer: Any = (
         structlog.dev.ConsoleRenderer()
@@ -58,10 +61,14 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     # arq, aiohttp and asyncpg log through the stdlib: route them through the same renderer.
+    # A record's exc_info must become text before JSON (else `<traceback object at 0x...>`);
+    # the console renderer formats it itself, prettier.
+    exc_text: list[Any] = [] if use_console else [structlog.processors.format_exc_info]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exc_text, renderer],
         )
     )
     root = logging.getLogger()

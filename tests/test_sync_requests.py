@@ -3,12 +3,12 @@ issue 20): a request only when no signed event of the burst already names it."""
 
 from __future__ import annotations
 
+from shared.access import Known
 from shared.coordination import AcceptedEvent, Run, Unit
-from worker.store import Prior
 from worker.sync import checkout_user_plan
 
-NEW = Prior(user_id=None, user_id_source=None, features=frozenset(), past_due_since={})
-KNOWN = Prior(user_id="u_1", user_id_source="checkout_session", features=frozenset({"pro"}), past_due_since={})
+NEW = Known()
+KNOWN = Known(user_id="u_1", user_id_source="checkout_session")
 
 
 def run(*events: AcceptedEvent, reason: str = "customer.subscription.created") -> Run:
