@@ -178,8 +178,7 @@ async def _list_account(deps: Services, path: str, params: dict[str, Any], clock
             found = listing.list_by_created(lambda p: deps.reader.page(path, p), params,
                                             floor=floors.get(path, listing.EPOCH))
         else:
-            # At most 3 customers per test clock (https://docs.stripe.com/billing/testing/test-clocks):
-            # one page each.
+            # A test clock holds a few customers (a test fixture): a page or so each, by its cursor.
             found = deps.reader.list_all(path, {**params, "test_clock": clock})
         async for raw in found:
             if clock is None:
