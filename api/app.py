@@ -8,8 +8,11 @@ How it is put together
   `TOKENS`.
 - One middleware (`_middleware`) does, for every request: the bearer check for every path
   under `/v1/` (401 JSON otherwise), JSON errors for everything that goes wrong (`ApiError`,
-  aiohttp's 404/405, Postgres unreachable → 503), one `api.request` log line with the route, the
-  status and the token's *name*, and the metrics of `api/metrics.py`.
+  aiohttp's 404/405, Postgres unreachable → 503, anything else a 500 logged with its
+  traceback: `shared/serving.py`, shared with ingest), one `api.request` log line with the
+  route, the status and the token's *name*, and the metrics of `api/metrics.py`. No response
+  carries a `Server:` banner (`harden`), and `python -m api` serves with `shared.serving`'s
+  runner (JSON answers to HTTP parser errors, a deadline for request heads).
 - Routes: `/healthz`, `/readyz`, `/metrics` (here), `/v1/access`, `/v1/check` (`api/access.py`),
   `/v1/sync` (`api/sync.py`), `/v1/customers/{id}/timeline` (`api/timeline.py`).
 
@@ -28,7 +31,6 @@ set-up functions: `create_app(settings, mounts=[my_setup])`.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import importlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -38,15 +40,16 @@ import asyncpg
 import redis.exceptions
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api import access, metrics, sync
+from api import access, metrics, sync, timeline
 from api.auth import Tokens
 from api.context import DB_TIMEOUT_S, SERVICES, SETTINGS, TOKEN_NAME, TOKENS, services
 from api.errors import ApiError, error_response, json_response
 from shared import db
 from shared.bootstrap import bootstrap
 from shared.coordination import Keys
+from shared.serving import harden, http_error, internal_error
+from shared.serving import metrics_view as serve_metrics
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -94,8 +97,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        keep = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason, keep)
+        return http_error(exc)
     except DB_UNAVAILABLE as exc:
         log.warning("api.database_unavailable", error=type(exc).__name__)
         return error_response(503, "database_unavailable", "Postgres cannot be reached; retry later",
@@ -115,8 +117,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         status = exc.status
         raise
     except Exception as exc:
-        log.exception("api.failed", route=route, error=type(exc).__name__)
-        return error_response(500, "internal_error", "the API failed to answer; see its logs")
+        return internal_error(exc, route=route)  # a JSON 500, logged with its traceback
     finally:
         elapsed = time.perf_counter() - started
         token = request.get(TOKEN_NAME, "-")
@@ -151,12 +152,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    token = request.app[SETTINGS].metrics_token
-    if token is not None and not hmac.compare_digest(
-        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
-    ):
-        return error_response(401, "unauthorized", "metrics need the bearer token")
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return await serve_metrics(request, request.app[SETTINGS].metrics_token)
 
 
 def _subject(request: web.Request) -> tuple[str | None, str | None]:
@@ -199,7 +195,7 @@ def _optional_mounts() -> list[Mount]:
 def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable[Mount] | None = None,
                with_console: bool = True) -> web.Application:
     """The API's app; its dependencies are opened and closed with it (`cleanup_ctx`)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_middleware])
+    app = harden(web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_middleware]))
     app[SETTINGS] = settings
     app[TOKENS] = Tokens(settings.api_tokens)
 
@@ -219,6 +215,7 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
     app.router.add_get("/v1/access", get_access)
     app.router.add_get("/v1/check", get_check)
     app.router.add_post("/v1/sync", sync.post_sync)
+    app.router.add_get("/v1/customers/{customer_id}/timeline", timeline.get_timeline)
     for mount in [*(_optional_mounts() if with_console else []), *(mounts or [])]:
         mount(app)
     return app

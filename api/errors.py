@@ -7,6 +7,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from shared.serving import error_body
+
 
 class ApiError(Exception):
     """A request the API refuses, with the status and a machine-readable reason."""
@@ -26,4 +28,5 @@ def json_response(payload: Any, status: int = 200, headers: dict[str, str] | Non
 
 
 def error_response(status: int, reason: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return json_response({"error": {"reason": reason, "message": message}}, status, headers)
+    return web.Response(body=error_body(reason, message), status=status, content_type="application/json",
+                        headers=headers)

@@ -9,7 +9,7 @@ than `ENQUEUE_TIMEOUT_S` the answer is 503 and Stripe retries later.
 from __future__ import annotations
 
 import asyncio
-import hmac
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,7 +18,6 @@ import orjson
 import redis.exceptions
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 
 from ingest import metrics
@@ -33,14 +32,25 @@ from shared.coordination import (
     Route,
     created_of,
     event_hints,
+    is_stripe_id,
     route,
 )
+from shared.serving import harden, json_errors
+from shared.serving import metrics_view as serve_metrics
 from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 ENQUEUE_TIMEOUT_S = 2.0
+# A body not read in full by then is a slow sender holding a connection (Stripe sends at once).
+BODY_TIMEOUT_S = 10.0
+# Event types as Stripe spells them: `invoice.paid`, `v1.customer.subscription.updated`,
+# `v2.core.account[requirements].updated`.
+_EVENT_TYPE = re.compile(r"[a-z0-9_][a-z0-9_.\[\]]*")
+MAX_TYPE_LENGTH = 255
+# A hint copied into the queued record (`client_reference_id`): printable, bounded.
+MAX_HINT_LENGTH = 255
 
 SETTINGS = web.AppKey("settings", Settings)
 REDIS = web.AppKey("redis", Redis)
@@ -61,7 +71,10 @@ async def _read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise RejectedError("body_too_large", f"body is over {MAX_BODY_BYTES} bytes", 413)
     try:
-        return await request.read()
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await request.read()
+    except TimeoutError:
+        raise RejectedError("body_timeout", f"the body was not sent within {BODY_TIMEOUT_S:g}s", 408) from None
     except web.HTTPRequestEntityTooLarge:
         raise RejectedError("body_too_large", f"body is over {MAX_BODY_BYTES} bytes", 413) from None
     except web.RequestPayloadError:
@@ -79,13 +92,23 @@ def _parse_event(body: bytes) -> dict[str, Any]:
     if event.get("object") not in ("event", "v2.core.event"):
         raise RejectedError("not_an_event", 'body is not a Stripe event (object must be "event" or "v2.core.event")')
     event_id, event_type = event.get("id"), event.get("type")
-    if not isinstance(event_id, str) or not event_id or len(event_id) > 255:
-        raise RejectedError("not_an_event", "event has no valid id")
-    if not isinstance(event_type, str) or not event_type or len(event_type) > 255:
+    # Both are copied into the queued record and the ledger: Stripe's shapes only (issue 18).
+    if not is_stripe_id(event_id, prefix="evt_"):
+        raise RejectedError("not_an_event", "event id is not a Stripe event id (evt_...)")
+    if not isinstance(event_type, str) or len(event_type) > MAX_TYPE_LENGTH or not _EVENT_TYPE.fullmatch(event_type):
         raise RejectedError("not_an_event", "event has no valid type")
     if not isinstance(event.get("livemode"), bool):
         raise RejectedError("not_an_event", "event has no livemode flag")
     return event
+
+
+def _hints(event: dict[str, Any]) -> dict[str, str]:
+    """`event_hints`, each a printable string of bounded length (it is queued and stored)."""
+    hints = event_hints(event)
+    for name, value in hints.items():
+        if len(value) > MAX_HINT_LENGTH or not value.isprintable():
+            raise RejectedError("not_an_event", f"{name} is not a printable string of at most {MAX_HINT_LENGTH}")
+    return hints
 
 
 def _checked(request: web.Request, body: bytes, settings: Settings) -> tuple[dict[str, Any], Route, int]:
@@ -105,17 +128,19 @@ async def webhook(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     try:
         event, work, created = _checked(request, await _read_body(request), settings)
+        hints = _hints(event)
     except RejectedError as exc:
         return _reject(exc.reason, exc.message, exc.status)
 
     event_id, event_type = event["id"], event["type"]
+    type_label = metrics.type_label(event_type)
     bound = structlog.contextvars.bind_contextvars(event_id=event_id, event_type=event_type)
     try:
         if work.unit is None:
-            metrics.EVENTS_RECEIVED.labels(event_type, "ignored").inc()
+            metrics.EVENTS_RECEIVED.labels(type_label, "ignored").inc()
             log.debug("ingest.ignored")
             return _json({"received": True, "ignored": True})
-        record = tracing.stamp(AcceptedEvent.now(event_id, event_type, "webhook", created, **event_hints(event)))
+        record = tracing.stamp(AcceptedEvent.now(event_id, event_type, "webhook", created, **hints))
         # A thin event may share its id with the snapshot event the Events API poller later
         # feeds for it; keep their dedupe keys apart so the snapshot is not taken for a repeat.
         dedupe_id = event_id if event["object"] == "event" else f"thin:{event_id}"
@@ -130,10 +155,10 @@ async def webhook(request: web.Request) -> web.Response:
             return _reject("queue_unavailable", f"could not queue the event ({type(exc).__name__}); retry later", 503)
         metrics.ENQUEUE_SECONDS.observe(time.perf_counter() - started)
         if outcome == "duplicate":
-            metrics.EVENTS_RECEIVED.labels(event_type, "duplicate").inc()
+            metrics.EVENTS_RECEIVED.labels(type_label, "duplicate").inc()
             log.debug("ingest.duplicate")
             return _json({"received": True, "duplicate": True})
-        metrics.EVENTS_RECEIVED.labels(event_type, "queued").inc()
+        metrics.EVENTS_RECEIVED.labels(type_label, "queued").inc()
         # debug, not info: the worker records every event in the ledger (`entitled show`)
         log.debug("ingest.queued", unit=work.unit.wire, item=work.catalog_item, outcome=outcome)
         return _json({"received": True})
@@ -155,12 +180,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_view(request: web.Request) -> web.Response:
-    token = request.app[SETTINGS].metrics_token
-    if token is not None and not hmac.compare_digest(
-        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
-    ):
-        return _json({"error": {"reason": "unauthorized", "message": "metrics need the bearer token"}}, 401)
-    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return await serve_metrics(request, request.app[SETTINGS].metrics_token)
 
 
 async def method_not_allowed(_request: web.Request) -> web.Response:
@@ -169,7 +189,8 @@ async def method_not_allowed(_request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, *, keys: Keys | None = None) -> web.Application:
     """The receiver's aiohttp app; Redis is opened and closed with it (`cleanup_ctx`)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    # json_errors: aiohttp's 404s and anything unexpected answer JSON (a 500 is logged in full)
+    app = harden(web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors]))
     app[SETTINGS] = settings
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:

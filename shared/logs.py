@@ -61,10 +61,14 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     # arq, aiohttp and asyncpg log through the stdlib: route them through the same renderer.
+    # A record's exc_info must become text before JSON (else `<traceback object at 0x...>`);
+    # the console renderer formats it itself, prettier.
+    exc_text: list[Any] = [] if use_console else [structlog.processors.format_exc_info]
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared, processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *exc_text, renderer],
         )
     )
     root = logging.getLogger()

@@ -7,9 +7,11 @@ import time, so `load()` is called from each `main()`.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -95,6 +97,15 @@ def _split_tokens(value: Any) -> dict[str, str]:
             raise ValueError(f"token {name!r} reuses another token's secret")
         tokens[name] = secret
     return tokens
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _duration(value: Any) -> Duration:
@@ -208,6 +219,17 @@ class Settings(BaseSettings):
     def _redis_url(cls, v: str) -> str:
         if not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @field_validator("stripe_api_base")
+    @classmethod
+    def _api_base(cls, v: str) -> str:
+        # The API key travels in every request: https only, except to this machine (the fake).
+        url = urlsplit(v)
+        if not url.hostname or url.scheme not in ("https", "http"):
+            raise ValueError("must be an https:// URL")
+        if url.scheme == "http" and not _is_loopback(url.hostname):
+            raise ValueError("must be https:// (http:// only for a loopback host such as 127.0.0.1)")
         return v
 
     @field_validator("stripe_api_key")

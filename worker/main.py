@@ -15,11 +15,11 @@ from typing import Any
 
 import orjson
 import structlog
+from aiohttp import web
 from arq import cron
 from arq.connections import RedisSettings
 from arq.cron import CronJob
 from arq.worker import Worker, func
-from prometheus_client import start_http_server
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,7 +28,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared import db
 from shared.bootstrap import Services, bootstrap
 from shared.coordination import EVENTS_POLL, SYNC_FUNCTION, Keys, in_progress_timeout_s
-from shared.publishing import Relay
+from shared.publishing import Deliverer, Relay
+from shared.serving import Runner, harden, json_errors, metrics_view
 from shared.settings import Settings, SettingsError
 from worker import reconcile, timers
 from worker.sync import run_unit
@@ -142,13 +143,31 @@ async def startup(ctx: dict[str, Any]) -> None:
     deps.background = [
         asyncio.create_task(relay.run_forever(), name="relay"),
         asyncio.create_task(timers.run_forever(deps), name="timers"),
+        # Outbound webhooks: its own connections and lanes, so no endpoint slows the rest.
+        asyncio.create_task(Deliverer(settings.database_url).run_forever(), name="webhooks"),
     ]
     ctx["deps"] = deps
     if settings.worker_metrics_port is not None:
-        start_http_server(settings.worker_metrics_port, addr=settings.metrics_host)
+        runner = await _serve_metrics(settings)
+        stack.push_async_callback(runner.cleanup)
     log.info("worker.started", metrics_port=settings.worker_metrics_port, name=ctx["worker_name"],
              concurrency=settings.worker_concurrency, rate_limit=settings.stripe_rate_limit,
              api_base=settings.stripe_api_base)
+
+
+async def _serve_metrics(settings: Settings) -> web.AppRunner:
+    """GET /metrics on METRICS_HOST:WORKER_METRICS_PORT, behind METRICS_TOKEN when it is set (as
+    ingest's), served like ingest (no banner, JSON errors, a deadline for request heads)."""
+    async def view(request: web.Request) -> web.Response:
+        return await metrics_view(request, settings.metrics_token)
+
+    app = harden(web.Application(middlewares=[json_errors]))
+    app.router.add_get("/metrics", view)
+    runner = Runner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    assert settings.worker_metrics_port is not None
+    await web.TCPSite(runner, settings.metrics_host, settings.worker_metrics_port).start()
+    return runner
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
