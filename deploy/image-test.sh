@@ -48,7 +48,11 @@ cleanup() {
             say "stopping dockerd"
             sudo_ kill "$(cat "$work/dockerd.pid")" 2>/dev/null || true
             for _ in $(seq 1 30); do [ -e "$work/dockerd.pid" ] || break; sleep 1; done
-            sudo_ rm -rf "$work"
+            # dockerd leaves its default network namespace mounted under the exec root.
+            while grep -q " $work/" /proc/mounts; do
+                sudo_ umount "$(grep " $work/" /proc/mounts | tail -n1 | cut -d' ' -f2)" || break
+            done
+            sudo_ rm -rf "$work" || say "could not remove all of $work"
         fi
     fi
     say "done in $(( $(date +%s) - started ))s (exit $rc)"
