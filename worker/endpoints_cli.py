@@ -20,13 +20,13 @@ def add_parsers(sub: Any) -> None:
     ep = sub.add_parser("endpoints", help="outbound webhook endpoints (Standard Webhooks)")
     ep_sub = ep.add_subparsers(dest="endpoints_command", required=True)
     add = ep_sub.add_parser("add", help="add an endpoint; prints {id, url, secret} as one JSON line")
-    add.add_argument("url")
+    add.add_argument("url", help="the https:// URL that receives the signed messages")
     ep_sub.add_parser("list", help="the endpoints, with their pending, delivered and failed deliveries")
     rm = ep_sub.add_parser("remove", help="stop delivering to an endpoint (what it is owed is canceled)")
-    rm.add_argument("endpoint_id", metavar="ID")
+    rm.add_argument("endpoint_id", metavar="ID", help="an id of `entitled endpoints list`")
     dl = sub.add_parser("deliveries", help="outbound webhook deliveries given up on")
-    dl.add_argument("--failed", action="store_true", required=True)
-    dl.add_argument("--limit", type=int, default=50)
+    dl.add_argument("--failed", action="store_true", required=True, help="only deliveries given up on")
+    dl.add_argument("--limit", type=int, default=50, metavar="N", help="at most N rows (default 50)")
 
 
 async def run(args: argparse.Namespace, ctx: Services, error: type[Exception]) -> None:
