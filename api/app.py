@@ -41,7 +41,7 @@ import redis.exceptions
 import structlog
 from aiohttp import web
 
-from api import access, metrics, sync
+from api import access, metrics, sync, timeline
 from api.auth import Tokens
 from api.context import DB_TIMEOUT_S, SERVICES, SETTINGS, TOKEN_NAME, TOKENS, services
 from api.errors import ApiError, error_response, json_response
@@ -215,6 +215,7 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
     app.router.add_get("/v1/access", get_access)
     app.router.add_get("/v1/check", get_check)
     app.router.add_post("/v1/sync", sync.post_sync)
+    app.router.add_get("/v1/customers/{customer_id}/timeline", timeline.get_timeline)
     for mount in [*(_optional_mounts() if with_console else []), *(mounts or [])]:
         mount(app)
     return app

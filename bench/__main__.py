@@ -13,7 +13,7 @@ import argparse
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("name", choices=["receiver", "workers", "sweep", "all"])
+    parser.add_argument("name", choices=["receiver", "workers", "sweep", "webhooks", "all"])
     parser.add_argument("--short", action="store_true", help="a quick run with smaller numbers")
     args = parser.parse_args()
     names = ["receiver", "workers", "sweep"] if args.name == "all" else [args.name]

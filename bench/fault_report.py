@@ -25,6 +25,7 @@ class FaultReport:
     processes: dict[str, int] = field(default_factory=dict)
     exits: list[str] = field(default_factory=list)
     outages: dict[str, float] = field(default_factory=dict)
+    loss: dict[str, float] = field(default_factory=dict)
     ledger: dict[str, int] = field(default_factory=dict)
     syncs: int = 0
     stream: dict[str, int] = field(default_factory=dict)
@@ -79,6 +80,8 @@ class FaultReport:
             f"{self.processes.get('unexpected_exits', 0)} |",
             f"| Redis restarted | 1 (down {self.outages.get('redis_down_s', 0):.1f} s) |",
             f"| Postgres restarted | 1 (down {self.outages.get('postgres_down_s', 0):.1f} s) |",
+            f"| Redis lost: SIGKILLed, restarted empty (queue, timers, dedupe keys, leases, limiter gone) | "
+            f"1 (down {self.outages.get('redis_lost_down_s', 0):.1f} s) |",
             "",
             f"- mismatches with the truth after the Events API poller: {len(self.mismatches_after_poller)}; "
             f"after `entitled resync --all`: **{len(self.mismatches)}**",
@@ -92,6 +95,10 @@ class FaultReport:
             f"test clocks frozen behind; not bounded, ended by a later event, the sweep or resync): "
             f"{self.silent}{': ' + '; '.join(self.silent_longest) if self.silent_longest else ''}",
             f"- late grants (the truth granted, the view not yet): {self.late} intervals, longest {self.late_max_s:.1f} s",
+            f"- Redis loss: every disagreement open at it or begun within 10 s of it closed "
+            f"**{self.loss.get('convergence_s', 0):.1f} s** after it, with no manual step; among them "
+            f"{self.loss.get('wrongful', 0):.0f} wrongful grants, longest **{self.loss.get('wrongful_max_s', 0):.1f} s**, "
+            f"and {self.loss.get('late', 0):.0f} late grants, longest {self.loss.get('late_max_s', 0):.1f} s",
             f"- lifecycles: {_pairs(self.kinds)}",
             f"- actions: {_pairs(self.actions)}",
             f"- driver errors: {_pairs(self.driver_errors) or 'none'}",

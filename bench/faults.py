@@ -65,6 +65,8 @@ from shared.settings import parse_duration_s
 
 API_KEY = "sk_test_fault_run"
 API_LATENCY_MS = (0, 300)
+# Disagreements begun this soon after the Redis loss are counted as its doing.
+LOSS_WINDOW_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -119,6 +121,7 @@ class Run:
         self.watch = GrantWatch()
         self.stop_chaos = asyncio.Event()
         self.sampling = True
+        self.loss_at: float | None = None
 
     async def execute(self) -> FaultReport:
         started = time.time()
@@ -297,6 +300,7 @@ class Run:
         steps = [
             (0.30, "retry_exhausted_action=unpaid", self._settings(world, "unpaid")),
             (0.40, "Redis restart", self._restart_redis()),
+            (0.50, "Redis lost (SIGKILL, restarted empty)", self._lose_redis()),
             (0.45, "feature ai attached to Pro", self._attach(world, "ai")),
             (0.60, "retry_exhausted_action=past_due", self._settings(world, "past_due")),
             (0.62, "Postgres restart", self._restart_postgres()),
@@ -316,6 +320,18 @@ class Run:
         await asyncio.sleep(2.0)
         await asyncio.to_thread(self.redis_server.start)
         self.report.outages["redis_down_s"] = time.monotonic() - down
+
+    async def _lose_redis(self) -> None:
+        """What a Redis without persistence meets: killed, and back with nothing. Queued work,
+        timers, dedupe keys, leases and the limiter's state are gone; the Postgres backstop, the
+        Events API poller and the sweep must bring every customer back, with no manual step."""
+        down = time.monotonic()
+        self.loss_at = time.time()
+        await asyncio.to_thread(self.redis_server.kill)
+        await asyncio.to_thread(shutil.rmtree, self.redis_server.dir, True)
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(self.redis_server.start)
+        self.report.outages["redis_lost_down_s"] = time.monotonic() - down
 
     async def _restart_postgres(self) -> None:
         down = time.monotonic()
@@ -362,9 +378,10 @@ class Run:
         with contextlib.suppress(asyncio.CancelledError):
             await self.background_sampler
         self.watch.close(time.time())
-        stream = await check_stream(r, pool, self.keys)
+        stream = await check_stream(r, pool, self.keys, lost_at=self.loss_at)
         self.report.stream = {"entries": stream.entries, "customers": stream.customers,
-                              "duplicates": stream.duplicates, "out_of_order": stream.out_of_order}
+                              "duplicates": stream.duplicates, "out_of_order": stream.out_of_order,
+                              "lost_with_redis": stream.lost_with_redis}
         self.report.stream_problems = (
             [f"gap {g}" for g in stream.gaps] + [f"conflict {c}" for c in stream.conflicting]
             + [f"last differs {x}" for x in stream.last_differs]
@@ -427,6 +444,27 @@ class Run:
         rep.late = len(self.watch.late)
         late = longest(self.watch.late)
         rep.late_max_s = late.seconds if late is not None else 0.0
+        self._count_loss()
+
+    def _count_loss(self) -> None:
+        """Loss -> convergence: until every disagreement (wrongful or late) open at the loss, or
+        begun within LOSS_WINDOW_S of it (work Redis took with it), had closed; and the longest
+        wrongful grant among them."""
+        if self.loss_at is None:
+            return
+        at = self.loss_at
+
+        def touched(intervals: list[Interval]) -> list[Interval]:
+            return [i for i in intervals if i.started <= at + LOSS_WINDOW_S and i.ended >= at]
+
+        wrong, late = touched(self.watch.wrongful), touched(self.watch.late)
+        self.report.loss = {
+            "convergence_s": max((i.ended - at for i in wrong + late), default=0.0),
+            "wrongful": float(len(wrong)),
+            "wrongful_max_s": max((i.seconds for i in wrong), default=0.0),
+            "late": float(len(late)),
+            "late_max_s": max((i.seconds for i in late), default=0.0),
+        }
 
     async def _count_db(self, pool: asyncpg.Pool) -> None:
         rows = await pool.fetch("SELECT source, count(*) AS n FROM event_ledger GROUP BY source ORDER BY source")

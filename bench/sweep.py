@@ -184,9 +184,9 @@ def report(results: Sequence[SweepResult], facts: dict[str, Any]) -> str:
     return (
         f"{table}\n\n"
         f"The fake adds {LATENCY_MS} ms per request and allows {FAKE_RPS:.0f}/s; `STRIPE_RATE_LIMIT={RATE_LIMIT:g}` "
-        f"(the default). Bound = requests the fake admitted / {RATE_LIMIT:g} per second. Each list is paged one "
-        f"request after another (a cursor), so the longer one takes at least its pages × {LATENCY_MS} ms whatever "
-        f"the rate limit; the two lists run side by side. Sweep CPU: the process running `sweep` (parsing, "
+        f"(the default). Bound = requests the fake admitted / {RATE_LIMIT:g} per second. Each list is read by "
+        f"`created` ranges side by side (worker/listing.py), the two lists too; the sweep time includes reading "
+        f"our copy from Postgres and queueing the customers that differ. Sweep CPU: the process running `sweep` (parsing, "
         f"comparing); fake CPU: the fake Stripe answering (it filters and sorts every object for each page, "
         f"which Stripe does not). Setup (not measured): "
         f"{facts.get('populate_s', 0):.0f} s to create the customers"

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 
 from ingest import metrics
 from ingest.verify import RejectedError, verify
+from shared import tracing
 from shared.bootstrap import bootstrap
 from shared.coordination import (
     AcceptedEvent,
@@ -139,13 +140,13 @@ async def webhook(request: web.Request) -> web.Response:
             metrics.EVENTS_RECEIVED.labels(type_label, "ignored").inc()
             log.debug("ingest.ignored")
             return _json({"received": True, "ignored": True})
-        record = AcceptedEvent.now(event_id, event_type, "webhook", created, **hints)
+        record = tracing.stamp(AcceptedEvent.now(event_id, event_type, "webhook", created, **hints))
         # A thin event may share its id with the snapshot event the Events API poller later
         # feeds for it; keep their dedupe keys apart so the snapshot is not taken for a repeat.
         dedupe_id = event_id if event["object"] == "event" else f"thin:{event_id}"
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(ENQUEUE_TIMEOUT_S):
+            async with asyncio.timeout(ENQUEUE_TIMEOUT_S), tracing.span("unit.accepted", unit=work.unit.wire):
                 outcome = await request.app[COORDINATOR].accept(
                     work.unit, event=record, dedupe_id=dedupe_id, reason=event_type, catalog_item=work.catalog_item
                 )
@@ -203,7 +204,7 @@ def create_app(settings: Settings, *, keys: Keys | None = None) -> web.Applicati
             yield
 
     app.cleanup_ctx.append(services_ctx)
-    app.router.add_post("/webhooks/stripe", webhook)
+    app.router.add_post("/webhooks/stripe", tracing.webhook_handler(webhook))
     app.router.add_route("*", "/webhooks/stripe", method_not_allowed)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

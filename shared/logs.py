@@ -14,6 +14,8 @@ from typing import Any
 import orjson
 import structlog
 
+from shared import tracing
+
 # Fields that must never reach the logs in full (secrets, raw payloads). `redact` masks them
 # wherever a caller passes them by mistake; tests/test_security.py holds us to it.
 _SECRET_KEYS = frozenset(
@@ -42,6 +44,7 @@ def configure(log_format: str = "auto", level: str = "INFO") -> None:
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         redact,
+        tracing.add_trace_ids,
     ]
     renderer: Any = (
         structlog.dev.ConsoleRenderer()

@@ -176,6 +176,9 @@ class Settings(BaseSettings):
     # alive); a worker that dies or stalls longer loses the customer to another worker.
     sync_lease: DurationSetting = Duration(30.0)
 
+    # --- tracing (shared/tracing.py): OpenTelemetry's own variable; unset or empty: off ---
+    otel_exporter_otlp_endpoint: str | None = None
+
     @field_validator("port", "api_port")
     @classmethod
     def _port_range(cls, v: int) -> int:

@@ -14,9 +14,22 @@ from shared.settings import Settings
 from tests.support.pg import PgCluster
 from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack, running_stack
+from tests.support.stripe_requests import RECORDED, request_problems
 
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
 API_KEY = "sk_test_fake"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stripe_requests_follow_spec() -> Iterator[None]:
+    """At the session's end: every request the service made to a test stack's fake Stripe is a
+    GET on SPEC section 8's list, with SDK-declared parameters and expand paths of at most four
+    levels (tests/support/stripe_requests.py). Fails the run as an error at teardown."""
+    yield
+    problems = request_problems(RECORDED)
+    if problems:
+        pytest.fail("the service asked Stripe for what SPEC section 8 does not allow:\n" + "\n".join(problems),
+                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

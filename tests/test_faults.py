@@ -14,7 +14,8 @@ from bench.faults import FaultConfig, run
 async def test_short_fault_run_loses_nothing_and_grants_nothing_wrongly() -> None:
     """50 customers go through random lifecycles on test clocks and the wall clock while webhooks
     are duplicated, shuffled, delayed and dropped, the API answers 429/500 and slowly, workers
-    are SIGKILLed and restarted, and Redis and Postgres restart once each. Afterwards every
+    are SIGKILLed and restarted, Redis and Postgres restart once each, and Redis is lost once
+    (SIGKILL, back empty). Afterwards every
     customer's view equals the truth (the policy over the fake's state), every change was
     published with contiguous versions, and no wrongful grant outlasted the bound."""
     report = await run(FaultConfig.short(), command="pytest tests/test_faults.py")
@@ -28,10 +29,13 @@ async def test_short_fault_run_loses_nothing_and_grants_nothing_wrongly() -> Non
     assert report.processes["kills"] >= 3
     assert report.outages["redis_down_s"] > 0
     assert report.outages["postgres_down_s"] > 0
+    assert report.outages["redis_lost_down_s"] > 0  # Redis killed and back empty (issue 20)
     assert report.driver_errors == {}, "a lifecycle script failed: the run did less than it says"
 
     # and nothing was lost or granted wrongly
     assert report.mismatches == [], report.markdown()
+    # without `resync --all` too: the backstop, the poller and the sweep repaired the Redis loss
+    assert report.mismatches_after_poller == [], report.markdown()
     assert report.stream_problems == [], report.markdown()
     assert report.stream["entries"] >= report.customers
     assert report.wrongful_over_bound == [], report.markdown()

@@ -39,9 +39,25 @@ def test_run_plays_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "embedded Postgres" in proc.stderr
     assert "embedded Redis" in proc.stderr
-    for expected in ("webhook   customer.subscription.paused", "sync      ", "message   access-changed v2",
-                     "Stripe's own Entitlements still grant", "is past_due", "Demo done"):
+    for expected in ("webhook  customer.subscription.paused", "sync     ", "message  v2",
+                     "Stripe's Entitlements still grant", "is past_due", "catalog event",
+                     "a sync saw", "3 of 3 scenarios passed", "Demo done"):
         assert expected in out, expected
+    lines = out.splitlines()
+    assert [line for line in lines if len(line) > 80] == []
+    # the catalog's webhooks are summarised, never listed one by one
+    assert not [line for line in lines if "webhook  product." in line or "webhook  price." in line]
+    assert [n for n in ("▶ 1.", "▶ 2.", "▶ 3.") if n not in out] == []
+    # each message comes after the sync that produced it
+    for index, line in enumerate(lines):
+        if " message  v" in line:
+            assert any(" sync     " in earlier for earlier in lines[:index]), line
+    # the upgrade's message names the subscription event, not Stripe's summary event
+    said = [f"{line} {lines[i + 1]}" for i, line in enumerate(lines[:-1]) if " message  v" in line]
+    upgrade = [line for line in said if "+pro" in line and "-basic" in line]
+    assert upgrade, said
+    assert "(customer.subscription.updated)" in upgrade[0], upgrade
+    assert "(entitlements.active_entitlement_summary" not in "".join(said)
     assert out.count("✓") >= 8
     assert "✗" not in out
     assert leftovers(tmp_path) == []
@@ -58,7 +74,7 @@ def test_ctrl_c_stops_everything(tmp_path: Path) -> None:
         deadline = time.monotonic() + 120
         seen = False
         for line in proc.stdout:
-            if "message   access-changed" in line:
+            if " message  v" in line:
                 seen = True
                 break
             if time.monotonic() > deadline:

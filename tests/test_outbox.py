@@ -45,7 +45,7 @@ async def commit_change(pool: asyncpg.Pool, cid: str, features: set[str], user: 
         grants={f: Grant(f, FAR, "sub_1") for f in features}, user_id=user, user_id_source="customer_metadata",
         next_check=None,
     )
-    return await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0, past_due_since={},
+    return await store.write(pool, fence=fence, facts=facts, access=access, offset_s=0,
                              events=[], reason="test")
 
 

@@ -1,11 +1,13 @@
-"""The access policy held to SPEC section 5's table, by property tests (hypothesis).
+"""The access policy held to SPEC section 5, by property tests (hypothesis).
 
-The oracle below restates the table row by row, independently of shared/access/policy.py.
+The oracle below (`Oracle`) restates section 5's table and text, sentence by sentence, without
+importing anything from shared/access/policy.py: where the two disagree, one of them misread
+the SPEC. The policy is called only through its public entry (`decide`, `judged_at`, ...).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,14 +15,19 @@ from hypothesis import strategies as st
 from shared.access import (
     Customer,
     CustomerFacts,
+    Invoice,
     Item,
+    Known,
+    PastDue,
     PolicyConfig,
+    Row,
     Subscription,
     decide,
-    entitlements,
-    grants_at,
+    judged_at,
+    metadata_features,
     next_check,
     parse_subscription,
+    product_features,
     user_of,
 )
 
@@ -33,6 +40,7 @@ PRODUCTS = {
     "prod_none": frozenset(),
 }
 STATUSES = ["trialing", "active", "past_due", "paused", "unpaid", "canceled", "incomplete", "incomplete_expired"]
+CFG = PolicyConfig(renewal_grace_s=DAY, past_due_grace_s=7 * DAY)
 
 times = st.integers(min_value=NOW - 40 * DAY, max_value=NOW + 40 * DAY)
 maybe_time = st.none() | times
@@ -42,128 +50,251 @@ configs = st.builds(
     past_due_grace_s=st.sampled_from([0, 3600, 7 * DAY]),
 )
 
+# What the strategies may generate. Each SPEC case the policy covers is turned on here.
+MIXED_PERIODS = True  # items of one subscription with different periods (flexible billing)
+SEND_INVOICE = True  # collection_method=send_invoice, with the invoice's due_date
+PAUSED_PAST_DUE = True  # pause_collection on a past_due subscription
+
+
+@st.composite
+def invoices(draw: st.DrawFn, send_invoice: bool) -> Invoice | None:
+    status = draw(st.sampled_from(["open", "uncollectible", "paid", "draft", "void"]))
+    if draw(st.booleans()):
+        return None
+    created = draw(times)
+    finalized = None if status == "draft" else created + draw(st.integers(0, 3600))
+    due = created + draw(st.sampled_from([0, 7, 30])) * DAY if send_invoice else None
+    return Invoice(id="in_1", status=status, created=created, finalized_at=finalized, due_date=due)
+
 
 @st.composite
 def subscriptions(draw: st.DrawFn, sub_id: str | None = None) -> Subscription:
+    status = draw(st.sampled_from(STATUSES))
     n_items = draw(st.integers(1, 3))
+    shared_end = draw(times)
     items = tuple(
         Item(id=f"si_{i}", price_id=f"price_{i}", product_id=draw(st.sampled_from(sorted(PRODUCTS))),
-             current_period_start=None, current_period_end=draw(maybe_time))
+             current_period_start=None, current_period_end=draw(times) if MIXED_PERIODS else shared_end)
         for i in range(n_items)
     )
+    send_invoice = SEND_INVOICE and draw(st.booleans())
+    paused = draw(st.booleans()) and (PAUSED_PAST_DUE or status != "past_due")
     return Subscription(
         id=sub_id or f"sub_{draw(st.integers(0, 10**6))}",
         customer_id="cus_1",
-        status=draw(st.sampled_from(STATUSES)),
+        status=status,
         items=items,
         created=draw(times),
-        trial_end=draw(maybe_time),
+        trial_end=draw(times) if status == "trialing" else draw(maybe_time),
         cancel_at=draw(maybe_time),
         cancel_at_period_end=draw(st.booleans()),
-        collection_paused=draw(st.booleans()),
-        past_due_since=draw(maybe_time),
+        collection_paused=paused,
+        collection_method="send_invoice" if send_invoice else "charge_automatically",
+        latest_invoice=draw(invoices(send_invoice)),
     )
 
 
-def oracle_until(sub: Subscription, cfg: PolicyConfig) -> int | None:
-    """SPEC section 5, row by row."""
-    period_end = max((i.current_period_end for i in sub.items if i.current_period_end is not None), default=None)
-    cancel = sub.cancel_at if sub.cancel_at is not None else (period_end if sub.cancel_at_period_end else None)
-    if sub.status == "trialing":
-        end = sub.trial_end if sub.trial_end is not None else period_end
-        until = None if end is None else end + cfg.renewal_grace_s
-    elif sub.status == "active":  # with or without pause_collection: "as active"
-        until = None if period_end is None else period_end + cfg.renewal_grace_s
-    elif sub.status == "past_due":
-        until = None if sub.past_due_since is None else sub.past_due_since + cfg.past_due_grace_s
-    else:  # paused, unpaid, canceled, incomplete, incomplete_expired: no
+@dataclass(frozen=True)
+class Oracle:
+    """SPEC section 5, restated as plainly as it reads."""
+
+    cfg: PolicyConfig
+
+    def became_past_due(self, sub: Subscription, recorded: float | None, now: int) -> int:
+        """'for collection_method=send_invoice, the unpaid invoice's due_date; otherwise when
+        that invoice was finalized; failing both, when entitled first saw it past_due. A
+        past_due subscription that renews while still past_due keeps its first moment.'"""
+        inv = sub.latest_invoice
+        stripe_says = None
+        if inv is not None and inv.status in ("open", "uncollectible"):
+            if sub.collection_method == "send_invoice" and inv.due_date is not None:
+                stripe_says = inv.due_date
+            else:
+                stripe_says = inv.finalized_at
+        known = [t for t in (stripe_says, None if recorded is None else int(recorded)) if t is not None]
+        return min(known) if known else now
+
+    def cancel_time(self, sub: Subscription) -> int | None:
+        """'The cancel time is cancel_at; when only cancel_at_period_end is set, it is the
+        earliest item's current_period_end.'"""
+        if sub.cancel_at is not None:
+            return sub.cancel_at
+        if sub.cancel_at_period_end:
+            ends = [i.current_period_end for i in sub.items if i.current_period_end is not None]
+            return min(ends) if ends else None
         return None
-    if cancel is not None:
-        # "the cancel time, no grace" (never beyond what the status itself grants)
-        until = cancel if until is None else min(until, cancel)
-    return until
+
+    def until(self, sub: Subscription, item: Item, recorded: float | None, now: int) -> int | None:
+        """The table's `until` for one item of one subscription; None when its row grants nothing.
+        'each item's features last as long as that item's period'."""
+        grace = self.cfg.renewal_grace_s
+        item_end = item.current_period_end
+        paused = sub.collection_paused
+        if sub.status == "trialing":
+            end = sub.trial_end if sub.trial_end is not None else item_end
+            until = None if end is None else end + grace
+        elif sub.status == "active" or (sub.status == "past_due" and paused):
+            until = None if item_end is None else item_end + grace  # "as active"
+        elif sub.status == "past_due":
+            until = self.became_past_due(sub, recorded, now) + self.cfg.past_due_grace_s
+        else:  # paused, unpaid, canceled, incomplete, incomplete_expired: no
+            return None
+        cancel = self.cancel_time(sub)
+        if cancel is not None:
+            # "the cancel time, no grace" (never beyond what the status itself grants)
+            until = cancel if until is None else min(until, cancel)
+        return until
+
+    def features(self, subs: list[Subscription], known: Known, now: int) -> dict[str, int]:
+        """'A customer's features = the union over the items of every subscription that grants
+        now', each until its longest grant."""
+        out: dict[str, int] = {}
+        for sub in subs:
+            for item in sub.items:
+                until = self.until(sub, item, known.past_due_since.get(sub.id), now)
+                if until is None or until <= now:
+                    continue
+                for feature in PRODUCTS[item.product_id]:
+                    out[feature] = max(out.get(feature, until), until)
+        return out
 
 
-@given(sub=subscriptions(), cfg=configs, now=times)
-def test_each_subscription_follows_the_table(sub: Subscription, cfg: PolicyConfig, now: int) -> None:
-    """Whether a subscription grants, and until when, is exactly the table's row for its status."""
-    until = oracle_until(sub, cfg)
-    expected = until if until is not None and until > now else None
-    assert grants_at(sub, now, cfg) == expected
+def facts_of(subs: list[Subscription], *, deleted: bool = False, clock_now: int | None = None,
+             checkout: str | None = None, customer_user: str | None = None) -> CustomerFacts:
+    return CustomerFacts("cus_1", Customer("cus_1", deleted=deleted, metadata_user_id=customer_user),
+                         tuple(subs), checkout, frozenset(), clock_now=clock_now)
 
 
-@given(sub=subscriptions(), cfg=configs, now=times)
+def numbered(subs: list[Subscription]) -> list[Subscription]:
+    return [replace(s, id=f"sub_{n}") for n, s in enumerate(subs)]
+
+
+@st.composite
+def recorded_for(draw: st.DrawFn, subs: list[Subscription]) -> Known:
+    """What an earlier sync may have recorded: when past_due subscriptions became past_due."""
+    return Known(past_due_since={s.id: t for s in subs if (t := draw(maybe_time)) is not None})
+
+
+@given(subs=st.lists(subscriptions(), max_size=4).map(numbered), cfg=configs, now=times, data=st.data())
+def test_features_and_valid_until_follow_the_table(
+    subs: list[Subscription], cfg: PolicyConfig, now: int, data: st.DataObject
+) -> None:
+    """Every status, cancel_at / cancel_at_period_end, pause_collection, past_due grace, trial,
+    renewal grace: the features granted and each one's valid_until are the oracle's."""
+    known = data.draw(recorded_for(subs))
+    access = decide(facts_of(subs), PRODUCTS, now, cfg, known=known)
+    assert {f: g.valid_until for f, g in access.grants.items()} == Oracle(cfg).features(subs, known, now)
+
+
+@given(subs=st.lists(subscriptions(), min_size=1, max_size=4).map(numbered), cfg=configs, now=times, data=st.data())
+def test_each_grant_says_why(subs: list[Subscription], cfg: PolicyConfig, now: int, data: st.DataObject) -> None:
+    """SPEC 5.3: each grant names a subscription and item that grant the feature until exactly
+    then, and the table's row that says so."""
+    known = data.draw(recorded_for(subs))
+    oracle = Oracle(cfg)
+    access = decide(facts_of(subs), PRODUCTS, now, cfg, known=known)
+    for feature, grant in access.grants.items():
+        sub = next(s for s in subs if s.id == grant.subscription_id)
+        item = next(i for i in sub.items if i.id == grant.item_id)
+        assert feature in PRODUCTS[item.product_id]
+        assert oracle.until(sub, item, known.past_due_since.get(sub.id), now) == grant.valid_until
+        expected_row = {"trialing": Row.TRIALING, "active": Row.ACTIVE, "past_due": Row.PAST_DUE}[sub.status]
+        if sub.collection_paused and sub.status in ("active", "past_due"):
+            expected_row = Row.PAUSE_COLLECTION
+        cancel = oracle.cancel_time(sub)
+        if cancel is not None and cancel == grant.valid_until:
+            assert grant.row in (Row.CANCELLING, expected_row)  # the status's own end may equal it
+        else:
+            assert grant.row == expected_row
+
+
+@given(sub=subscriptions(sub_id="sub_1"), cfg=configs, now=times)
 def test_statuses_without_access_never_grant(sub: Subscription, cfg: PolicyConfig, now: int) -> None:
-    """paused, unpaid, canceled, incomplete, incomplete_expired grant nothing, whatever the dates."""
+    """paused, unpaid, canceled, incomplete, incomplete_expired grant nothing, whatever the dates;
+    the verdict names the row."""
     for status in ("paused", "unpaid", "canceled", "incomplete", "incomplete_expired"):
-        assert entitlements([replace(sub, status=status)], PRODUCTS, now, cfg) == {}
+        access = decide(facts_of([replace(sub, status=status)]), PRODUCTS, now, cfg)
+        assert access.grants == {}
+        assert {i.row for v in access.verdicts for i in v.items} == {Row.NO_ACCESS}
 
 
-@given(sub=subscriptions(), cfg=configs, now=times)
-def test_cancel_at_period_end_ends_at_the_period_end_without_grace(sub: Subscription, cfg: PolicyConfig, now: int) -> None:
-    """An active subscription set to cancel at the period end keeps access exactly until then."""
-    sub = replace(sub, status="active", cancel_at=None, cancel_at_period_end=True)
-    period_end = sub.period_end
-    got = grants_at(sub, now, cfg)
-    if period_end is None or period_end <= now:
-        assert got is None
-    else:
-        assert got == period_end
+@given(sub=subscriptions(sub_id="sub_1"), cfg=configs, now=times)
+def test_pause_collection_keeps_access_as_active(sub: Subscription, cfg: PolicyConfig, now: int) -> None:
+    """pause_collection keeps an active subscription's access exactly as without it."""
+    sub = replace(sub, status="active")
+    paused = decide(facts_of([replace(sub, collection_paused=True)]), PRODUCTS, now, cfg)
+    unpaused = decide(facts_of([replace(sub, collection_paused=False)]), PRODUCTS, now, cfg)
+    assert {f: g.valid_until for f, g in paused.grants.items()} == {
+        f: g.valid_until for f, g in unpaused.grants.items()}
 
 
-@given(sub=subscriptions(), cfg=configs, now=times)
-def test_pause_collection_changes_nothing(sub: Subscription, cfg: PolicyConfig, now: int) -> None:
-    """pause_collection keeps the subscription active and, per Stripe, the customer keeps access."""
-    assert grants_at(replace(sub, collection_paused=True), now, cfg) == grants_at(
-        replace(sub, collection_paused=False), now, cfg
-    )
+@given(sub=subscriptions(sub_id="sub_1"), cfg=configs, now=times, first=times, later=times)
+def test_a_past_due_renewal_keeps_the_first_moment(
+    sub: Subscription, cfg: PolicyConfig, now: int, first: int, later: int
+) -> None:
+    """A subscription that stays past_due across a renewal (a new, later invoice) keeps the
+    moment recorded first: no second PAST_DUE_GRACE."""
+    first, later = min(first, later), max(first, later)
+    renewed = replace(sub, status="past_due", collection_paused=False, cancel_at=None, cancel_at_period_end=False,
+                      latest_invoice=Invoice("in_2", "open", created=later, finalized_at=later))
+    access = decide(facts_of([renewed]), PRODUCTS, now, cfg, known=Known(past_due_since={"sub_1": first}))
+    assert access.past_due_since == {"sub_1": first}
+    assert [v.past_due.at for v in access.verdicts if v.past_due] == [first]
 
 
-@given(subs=st.lists(subscriptions(), max_size=4), cfg=configs, now=times)
-def test_features_are_the_union_over_granting_subscriptions(subs: list[Subscription], cfg: PolicyConfig, now: int) -> None:
-    """A customer's features are the union of the features of every item of every subscription that grants now,
-    each valid until the longest grant."""
-    subs = [replace(s, id=f"sub_{n}") for n, s in enumerate(subs)]
-    expected: dict[str, int] = {}
-    for sub in subs:
-        until = oracle_until(sub, cfg)
-        if until is None or until <= now:
-            continue
-        for item in sub.items:
-            for feature in PRODUCTS[item.product_id]:
-                expected[feature] = max(expected.get(feature, until), until)
-    got = entitlements(subs, PRODUCTS, now, cfg)
-    assert {f: g.valid_until for f, g in got.items()} == expected
-    for grant in got.values():
-        granting = next(s for s in subs if s.id == grant.subscription_id)
-        assert grant.feature in {f for i in granting.items for f in PRODUCTS[i.product_id]}
+@given(sub=subscriptions(sub_id="sub_1"), cfg=configs, now=times)
+def test_past_due_without_any_moment_starts_its_grace_when_first_seen(
+    sub: Subscription, cfg: PolicyConfig, now: int
+) -> None:
+    """'failing both, when entitled first saw it past_due': now, and recorded as such."""
+    sub = replace(sub, status="past_due", collection_paused=False, latest_invoice=None, cancel_at=None,
+                  cancel_at_period_end=False)
+    access = decide(facts_of([sub]), PRODUCTS, now, cfg)
+    assert access.past_due_since == {"sub_1": now}
+    expected = {f for i in sub.items for f in PRODUCTS[i.product_id]} if cfg.past_due_grace_s > 0 else set()
+    assert access.features == expected
 
 
-@given(subs=st.lists(subscriptions(), min_size=1, max_size=3), extra=subscriptions(sub_id="sub_extra"),
+@given(subs=st.lists(subscriptions(), max_size=3).map(numbered), cfg=configs, clock=st.none() | times,
+       wall=st.floats(min_value=NOW - DAY, max_value=NOW + DAY))
+def test_a_test_clock_customer_is_judged_at_frozen_time(
+    subs: list[Subscription], cfg: PolicyConfig, clock: int | None, wall: float
+) -> None:
+    """'A customer on a Stripe test clock is judged at the clock's frozen_time, not the wall
+    clock'; stored times shift by the difference."""
+    facts = facts_of(subs, clock_now=clock)
+    now, offset = judged_at(facts, wall)
+    assert now == (clock if clock is not None else int(wall))
+    assert offset == (wall - clock if clock is not None else 0.0)
+    access = decide(facts, PRODUCTS, now, cfg)
+    assert {f: g.valid_until for f, g in access.grants.items()} == Oracle(cfg).features(subs, Known(), now)
+
+
+@given(subs=st.lists(subscriptions(), min_size=1, max_size=3).map(numbered), extra=subscriptions(sub_id="sub_extra"),
        cfg=configs, now=times)
 def test_cancelling_one_subscription_keeps_the_others_features(
     subs: list[Subscription], extra: Subscription, cfg: PolicyConfig, now: int
 ) -> None:
     """Scenario 7: adding a subscription never removes a feature, and cancelling it returns exactly
     to what the others grant."""
-    subs = [replace(s, id=f"sub_{n}") for n, s in enumerate(subs)]
-    alone = set(entitlements(subs, PRODUCTS, now, cfg))
-    both = set(entitlements([*subs, extra], PRODUCTS, now, cfg))
+    alone = decide(facts_of(subs), PRODUCTS, now, cfg).features
+    both = decide(facts_of([*subs, extra]), PRODUCTS, now, cfg).features
     assert alone <= both
     cancelled = replace(extra, status="canceled")
-    assert set(entitlements([*subs, cancelled], PRODUCTS, now, cfg)) == alone
+    assert decide(facts_of([*subs, cancelled]), PRODUCTS, now, cfg).features == alone
 
 
-@given(subs=st.lists(subscriptions(), max_size=4), cfg=configs, now=times)
+@given(subs=st.lists(subscriptions(), max_size=4).map(numbered), cfg=configs, now=times)
 def test_recheck_comes_before_access_ends(subs: list[Subscription], cfg: PolicyConfig, now: int) -> None:
     """The re-check is never after the earliest valid_until (+1 s to observe the end), and when
     there is room it runs the lead time before it, so a confirmed renewal is found while access
     still runs (no flicker)."""
-    subs = [replace(s, id=f"sub_{n}") for n, s in enumerate(subs)]
-    grants = entitlements(subs, PRODUCTS, now, cfg)
-    check = next_check(subs, grants, now, cfg)
+    access = decide(facts_of(subs), PRODUCTS, now, cfg)
+    grants = access.grants
+    assert access.next_check == next_check(subs, grants, now, cfg)
     if not grants:
         return
+    check = access.next_check
     assert check is not None
     assert check > now
     earliest = min(g.valid_until for g in grants.values())
@@ -172,35 +303,61 @@ def test_recheck_comes_before_access_ends(subs: list[Subscription], cfg: PolicyC
         assert check <= earliest - cfg.recheck_lead_s
 
 
+@given(subs=st.lists(subscriptions(), max_size=3).map(numbered), cfg=configs, now=times,
+       before=st.none() | st.sampled_from(["u_before"]), source=st.sampled_from(["checkout_session", "customer_metadata"]))
+def test_a_deleted_customer_has_nothing_and_keeps_its_user(
+    subs: list[Subscription], cfg: PolicyConfig, now: int, before: str | None, source: str
+) -> None:
+    """A deleted customer keeps no features; its user is the one Stripe still shows, else the
+    one recorded before (Stripe no longer shows its metadata), with that one's source."""
+    access = decide(facts_of(subs, deleted=True), PRODUCTS, now, cfg,
+                    known=Known(user_id=before, user_id_source=source if before else None))
+    assert access.grants == {}
+    assert access.customer_gone
+    assert access.next_check is None
+    shown, shown_source = user_of(facts_of(subs), subs)
+    if shown is not None:
+        assert (access.user_id, access.user_id_source) == (shown, shown_source)
+    else:
+        assert (access.user_id, access.user_id_source) == (before, source if before else None)
+
+
+def test_a_live_customer_does_not_inherit_a_recorded_user() -> None:
+    """The recorded user is kept only for a deleted customer: a live one whose metadata lost the
+    user has none."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW,
+                       items=(Item("si", "price", "prod_pro", NOW, NOW + DAY),))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG, known=Known(user_id="u_old", user_id_source="checkout_session"))
+    assert (access.user_id, access.user_id_source) == (None, None)
+
+
 def test_trial_paused_at_trial_end_loses_access() -> None:
     """Scenario 1: the subscription Stripe paused at trial end grants nothing, even though its
     trial end plus grace is still ahead and Stripe's own entitlements would keep it."""
-    cfg = PolicyConfig(renewal_grace_s=DAY, past_due_grace_s=7 * DAY)
     sub = Subscription(id="sub_1", customer_id="cus_1", status="paused", created=NOW - DAY,
                        items=(Item("si", "price", "prod_pro", NOW - DAY, NOW),), trial_end=NOW - 60)
     facts = CustomerFacts("cus_1", Customer("cus_1"), (sub,), None, frozenset({"pro"}))
-    assert decide(facts, PRODUCTS, NOW, cfg).grants == {}
+    assert decide(facts, PRODUCTS, NOW, CFG).grants == {}
 
 
 def test_past_due_keeps_access_through_the_grace() -> None:
-    """Scenario 2: past_due grants until it became past_due + PAST_DUE_GRACE, then not."""
-    cfg = PolicyConfig(renewal_grace_s=DAY, past_due_grace_s=7 * DAY)
+    """Scenario 2: past_due grants until it became past_due (the invoice's finalization) +
+    PAST_DUE_GRACE, then not."""
     sub = Subscription(id="sub_1", customer_id="cus_1", status="past_due", created=NOW - 40 * DAY,
                        items=(Item("si", "price", "prod_basic", NOW - DAY, NOW + 29 * DAY),),
-                       past_due_since=NOW - DAY)
-    assert grants_at(sub, NOW, cfg) == NOW + 6 * DAY
-    assert grants_at(sub, NOW + 6 * DAY, cfg) is None
+                       latest_invoice=Invoice("in_1", "open", created=NOW - DAY, finalized_at=NOW - DAY))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert access.grants["basic"].valid_until == NOW + 6 * DAY
+    assert access.grants["basic"].row is Row.PAST_DUE
+    assert decide(facts_of([sub]), PRODUCTS, NOW + 6 * DAY, CFG).grants == {}
 
 
-def test_deleted_customer_has_nothing() -> None:
-    """A deleted customer keeps no features, but its user id stays known."""
-    cfg = PolicyConfig(renewal_grace_s=DAY, past_due_grace_s=7 * DAY)
-    sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW,
-                       items=(Item("si", "price", "prod_pro", NOW, NOW + DAY),), metadata_user_id="u_1")
-    facts = CustomerFacts("cus_1", Customer("cus_1", deleted=True), (sub,), None, frozenset())
-    decision = decide(facts, PRODUCTS, NOW, cfg)
-    assert decision.grants == {}
-    assert decision.user_id == "u_1"
+def test_renewal_grace_keeps_access_past_the_period_end() -> None:
+    """active: until current_period_end + RENEWAL_GRACE, so a late renewal never cuts access."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW - 40 * DAY,
+                       items=(Item("si", "price", "prod_basic", NOW - 30 * DAY, NOW - 60),))
+    assert decide(facts_of([sub]), PRODUCTS, NOW, CFG).grants["basic"].valid_until == NOW - 60 + DAY
+    assert decide(facts_of([sub]), PRODUCTS, NOW - 60 + DAY, CFG).grants == {}
 
 
 @settings(max_examples=50)
@@ -208,23 +365,39 @@ def test_deleted_customer_has_nothing() -> None:
        sub_meta=st.none() | st.just("u_sub"))
 def test_user_id_precedence(checkout: str | None, customer_meta: str | None, sub_meta: str | None) -> None:
     """client_reference_id of the Checkout Session, else the customer's metadata.user_id, else a
-    subscription's; None until one is known."""
+    subscription's; None until one is known. The source says which."""
     sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW, items=(),
                        metadata_user_id=sub_meta)
-    facts = CustomerFacts("cus_1", Customer("cus_1", metadata_user_id=customer_meta), (sub,), checkout, frozenset())
-    user, _source = user_of(facts, facts.subscriptions)
-    assert user == (checkout or customer_meta or sub_meta)
+    facts = facts_of([sub], checkout=checkout, customer_user=customer_meta)
+    access = decide(facts, PRODUCTS, NOW, CFG)
+    expected: tuple[str | None, str | None] = (
+        (checkout, "checkout_session") if checkout else (customer_meta, "customer_metadata") if customer_meta
+        else (sub_meta, "subscription_metadata") if sub_meta else (None, None)
+    )
+    assert (access.user_id, access.user_id_source) == expected
+
+
+@given(attached=st.frozensets(st.sampled_from(["a", "b"])), listed=st.sampled_from(["", "x", "x, y", " ,x,,"]))
+def test_product_features_else_metadata_features(attached: frozenset[str], listed: str) -> None:
+    """'Features come from Stripe Product Features and, for accounts that do not use them, from
+    the product's metadata.features (comma-separated lookup keys)'."""
+    got = product_features(attached, metadata_features({"features": listed}))
+    from_metadata = {p.strip() for p in listed.split(",") if p.strip()}
+    assert got.features == (attached or from_metadata)
+    assert got.source == ("product_features" if attached else "metadata.features" if from_metadata else None)
 
 
 def test_parses_stripe_subscription_fixture_shape() -> None:
-    """A subscription shaped like Stripe's own example object (basil: periods on the items) parses."""
+    """A subscription shaped like Stripe's own example object (basil: periods on the items) parses,
+    and the policy reads when it became past_due from its expanded latest invoice."""
     raw = {
         "id": "sub_1", "object": "subscription", "customer": {"id": "cus_1", "object": "customer"},
         "status": "past_due", "created": NOW - 40 * DAY, "trial_end": None, "cancel_at": None,
         "cancel_at_period_end": False, "pause_collection": None, "metadata": {"user_id": "u_9"},
+        "collection_method": "charge_automatically",
         "test_clock": {"id": "clock_1", "object": "test_helpers.test_clock", "frozen_time": NOW},
         "latest_invoice": {"id": "in_1", "object": "invoice", "status": "open", "created": NOW - 3 * DAY,
-                           "status_transitions": {"finalized_at": NOW - 2 * DAY}},
+                           "due_date": None, "status_transitions": {"finalized_at": NOW - 2 * DAY}},
         "items": {"object": "list", "data": [
             {"id": "si_1", "object": "subscription_item", "current_period_start": NOW - 2 * DAY,
              "current_period_end": NOW + 28 * DAY,
@@ -234,7 +407,75 @@ def test_parses_stripe_subscription_fixture_shape() -> None:
     sub = parse_subscription(raw)
     assert sub.customer_id == "cus_1"
     assert sub.period_end == NOW + 28 * DAY
-    assert sub.past_due_since == NOW - 2 * DAY
+    assert sub.latest_invoice == Invoice("in_1", "open", created=NOW - 3 * DAY, finalized_at=NOW - 2 * DAY)
+    assert sub.collection_method == "charge_automatically"
     assert sub.metadata_user_id == "u_9"
     assert sub.test_clock == "clock_1"
     assert sub.product_ids == {"prod_pro"}
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert access.past_due_since == {"sub_1": NOW - 2 * DAY}
+
+
+# Issue 13, items 3-5: each of these failed on the policy before them (the commit that added them says how).
+def test_send_invoice_past_due_counts_from_the_due_date() -> None:
+    """collection_method=send_invoice (net 7): past_due from the invoice's due_date, not its
+    finalization, so the customer gets the whole PAST_DUE_GRACE after the due date."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="past_due", created=NOW - 40 * DAY,
+                       items=(Item("si", "price", "prod_basic", NOW - 8 * DAY, NOW + 22 * DAY),),
+                       collection_method="send_invoice",
+                       latest_invoice=Invoice("in_1", "open", created=NOW - 8 * DAY, finalized_at=NOW - 8 * DAY,
+                                              due_date=NOW - DAY))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert access.grants["basic"].valid_until == NOW - DAY + 7 * DAY
+    assert access.past_due_since == {"sub_1": NOW - DAY}
+    assert access.verdicts[0].past_due == PastDue(NOW - DAY, "invoice_due_date")
+
+
+def test_send_invoice_renewing_while_past_due_keeps_the_first_due_date() -> None:
+    """The next period's invoice, due later, does not restart the grace."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="past_due", created=NOW - 70 * DAY,
+                       items=(Item("si", "price", "prod_basic", NOW - DAY, NOW + 29 * DAY),),
+                       collection_method="send_invoice",
+                       latest_invoice=Invoice("in_2", "open", created=NOW - DAY, finalized_at=NOW - DAY,
+                                              due_date=NOW + 6 * DAY))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG, known=Known(past_due_since={"sub_1": NOW - 5 * DAY}))
+    assert access.grants["basic"].valid_until == NOW + 2 * DAY
+
+
+def test_each_item_lasts_its_own_period() -> None:
+    """Flexible billing: a monthly item and a yearly add-on; each item's features last as long
+    as that item's current_period_end + RENEWAL_GRACE."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW - 20 * DAY,
+                       items=(Item("si_m", "price_m", "prod_basic", NOW - 20 * DAY, NOW + 10 * DAY),
+                              Item("si_y", "price_y", "prod_addon", NOW - 20 * DAY, NOW + 345 * DAY)))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert {f: (g.valid_until, g.item_id) for f, g in access.grants.items()} == {
+        "basic": (NOW + 11 * DAY, "si_m"), "addon": (NOW + 346 * DAY, "si_y")}
+    assert decide(facts_of([sub]), PRODUCTS, NOW + 11 * DAY, CFG).features == {"addon"}
+
+
+def test_cancel_at_period_end_alone_is_the_earliest_item_end_and_cancel_at_wins() -> None:
+    """'when only cancel_at_period_end is set, it is the earliest item's current_period_end';
+    `cancel_at` wins over it."""
+    items = (Item("si_m", "price_m", "prod_basic", NOW - 20 * DAY, NOW + 10 * DAY),
+             Item("si_y", "price_y", "prod_addon", NOW - 20 * DAY, NOW + 345 * DAY))
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW - 20 * DAY, items=items,
+                       cancel_at_period_end=True)
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert {f: g.valid_until for f, g in access.grants.items()} == {"basic": NOW + 10 * DAY, "addon": NOW + 10 * DAY}
+    assert {g.row for g in access.grants.values()} == {Row.CANCELLING}
+    with_cancel_at = decide(facts_of([replace(sub, cancel_at=NOW + 100 * DAY)]), PRODUCTS, NOW, CFG)
+    assert {f: g.valid_until for f, g in with_cancel_at.grants.items()} == {
+        "basic": NOW + 11 * DAY, "addon": NOW + 100 * DAY}
+
+
+def test_pause_collection_on_past_due_keeps_access_as_active() -> None:
+    """Stripe: with payment collection paused 'your customer retains access': a past_due
+    subscription with pause_collection grants as active, past PAST_DUE_GRACE."""
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="past_due", created=NOW - 40 * DAY,
+                       items=(Item("si", "price", "prod_basic", NOW - 10 * DAY, NOW + 20 * DAY),),
+                       collection_paused=True,
+                       latest_invoice=Invoice("in_1", "open", created=NOW - 10 * DAY, finalized_at=NOW - 10 * DAY))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
+    assert access.grants["basic"].valid_until == NOW + 21 * DAY
+    assert access.grants["basic"].row is Row.PAUSE_COLLECTION

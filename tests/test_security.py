@@ -8,6 +8,7 @@ and Postgres, and the fake Stripe.
 from __future__ import annotations
 
 import asyncio
+import stat
 import time
 import urllib.request
 import uuid
@@ -26,6 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from fakestripe import FakeStripe
 from ingest.app import create_app
 from shared.coordination import Keys, Unit
+from shared.embedded import private_dir
 from shared.settings import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.aio import aw
@@ -268,3 +270,21 @@ async def test_worker_metrics_are_bound_to_loopback_by_default(stack_factory: An
         await _metrics(open_port)
         assert listening_addresses(default_port) == {LOOPBACK}
         assert listening_addresses(open_port) & ANY
+
+
+def test_private_folders_never_close_a_shared_parent(tmp_path: Path) -> None:
+    """The embedded servers' folders are made private up to their root, but a shared, sticky
+    folder on the way (such as /tmp, when the root is its child) is left as it is: closing it
+    would lock every other user and program out of it."""
+    shared_tmp = tmp_path / "tmp"
+    shared_tmp.mkdir()
+    shared_tmp.chmod(0o1777)
+    data = shared_tmp / "run" / "redis"
+    private_dir(data, up_to=shared_tmp)
+    assert stat.S_IMODE(shared_tmp.stat().st_mode) == 0o1777
+    assert stat.S_IMODE((shared_tmp / "run").stat().st_mode) == 0o700
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    (tmp_path / "elsewhere").mkdir(mode=0o755)
+    (tmp_path / "elsewhere").chmod(0o755)
+    private_dir(tmp_path / "elsewhere" / "x", up_to=shared_tmp)  # not an ancestor: parents untouched
+    assert stat.S_IMODE((tmp_path / "elsewhere").stat().st_mode) == 0o755

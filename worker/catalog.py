@@ -2,7 +2,8 @@
 
 Features come from Stripe Product Features (the lookup keys of the features attached to a
 product) and, for products with none attached, from `metadata.features` (comma-separated lookup
-keys): SPEC section 5. A sync reads the cache and fills it for products it has never seen.
+keys): SPEC section 5, a rule of the policy (`shared.access.product_features`); this module
+reads both and caches them. A sync reads the cache and fills it for products it has never seen.
 Catalog jobs refresh it and resync the customers whose products changed: `product.*` and
 `price.*` events name one product (`refresh`), and the catalog poll (`poll`, every
 `RECONCILE_CATALOG_EVERY`) re-reads every product anyone holds. The poll is the only way to
@@ -28,6 +29,7 @@ import asyncpg
 import orjson
 import structlog
 
+from shared.access import ProductFeatures, metadata_features, product_features
 from shared.stripe_api import StripeReader
 
 log = structlog.get_logger(__name__)
@@ -52,8 +54,12 @@ class CatalogEntry:
     digest: str = ""
 
     @property
+    def granted(self) -> ProductFeatures:
+        return product_features(self.product_features, self.metadata_features)
+
+    @property
     def features(self) -> frozenset[str]:
-        return self.product_features or self.metadata_features
+        return self.granted.features
 
 
 @dataclass(frozen=True)
@@ -61,15 +67,6 @@ class PollResult:
     products: int
     held: int
     changed: frozenset[str]
-
-
-def metadata_features(metadata: Any) -> frozenset[str]:
-    if not isinstance(metadata, Mapping):
-        return frozenset()
-    raw = metadata.get("features")
-    if not isinstance(raw, str):
-        return frozenset()
-    return frozenset(part.strip() for part in raw.split(",") if part.strip())
 
 
 def _ref(value: Any) -> str | None:

@@ -4,32 +4,42 @@
     entitled resync --customer cus_...    sync one customer now, and show the result
     entitled resync --all                 sync every customer (progress, ETA; resumes if interrupted)
     entitled show --customer cus_... | --user u_...
-    entitled events --failed              the ledger's failures, and the parked units
+    entitled events [--failed]            recent events; the ledger's failures and the parked units
     entitled replay EVENT_ID | UNIT       process an event's customer (or a parked unit) again
+    entitled connect URL                  create or update the Stripe webhook endpoint (worker/connect.py)
+    entitled endpoints add URL | list | remove ID, entitled deliveries --failed   outbound webhooks
     entitled run                          run everything (see worker/launcher.py)
     entitled worker | entitled ingest     one process of either kind
 
-Commands that queue work need a worker running to carry it out (they wait for it, and say so).
+Commands that queue work need a worker running to carry it out: they say so at once when none
+is. While `entitled run` runs with embedded servers, the CLI finds them through the file it
+writes (`.data/run.env`), unless DATABASE_URL / REDIS_URL are set.
+A dependency that cannot be reached or used is one line naming its setting (shared/preflight.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import stripe
+from redis.exceptions import RedisError
 
-from shared import db
+from shared import db, preflight
 from shared.bootstrap import Services, bootstrap
 from shared.coordination import AcceptedEvent, Unit, is_stripe_id
 from shared.settings import Settings, SettingsError, load
 from shared.stripe_api import StripeReader
 from shared.version import describe
+from worker import endpoints_cli
 
 WAIT_FOR_SYNC_S = 60
 
@@ -58,12 +68,61 @@ async def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> None:
     try:
         conn = await db.connect(settings.database_url)
     except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"cannot reach Postgres at DATABASE_URL: {exc}") from None
+        raise CliError(str(preflight.postgres_error(settings.database_url, exc))) from None
     try:
         applied = await db.migrate(conn)
     finally:
         await conn.close()
     print(f"applied: {', '.join(applied)}" if applied else "database is up to date")
+
+
+def data_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """`.data` (or ENTITLED_DATA_DIR), where `entitled run` keeps its embedded servers."""
+    return Path(environ.get("ENTITLED_DATA_DIR", ".data")).resolve()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, but another user's
+        return True
+    return True
+
+
+def run_env(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The embedded servers' URLs a running `entitled run` wrote to `.data/run.env`, for the
+    variables the environment does not set. A file left by a run that is gone (killed before it
+    could remove it) is ignored: its first line names the launcher's pid."""
+    path = data_dir(environ) / "run.env"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    found: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("# pid="):
+            if not line.removeprefix("# pid=").isdigit() or not _alive(int(line.removeprefix("# pid="))):
+                return {}
+        elif "=" in line:
+            name, value = line.split("=", 1)
+            if name not in environ:
+                found[name.lower()] = value
+    return found
+
+
+async def workers_running(ctx: Services) -> bool:
+    """Whether some worker runs its job loop: each writes a health key (30 s lifetime) from it."""
+    async for _ in ctx.redis.scan_iter(match=ctx.keys.health("*"), count=1000):
+        return True
+    return False
+
+
+async def _need_worker(ctx: Services, what: str) -> None:
+    if not await workers_running(ctx):
+        raise CliError(f"{what} is queued, but no worker is running (none reports to REDIS_URL): start one with "
+                       "`entitled worker` or `entitled run`; it will do it then")
 
 
 async def _synced_at(ctx: Services, cid: str) -> datetime | None:
@@ -78,6 +137,7 @@ async def resync_one(ctx: Services, cid: str) -> None:
         raise CliError(f"{cid!r} is not a Stripe customer id (cus_...)")
     before = datetime.now(UTC)
     await ctx.coordinator.accept(Unit.customer(cid), reason="resync", delay_ms=0, unpark=True)
+    await _need_worker(ctx, f"the sync of {cid}")
     await wait_and_show(ctx, cid, before)
 
 
@@ -151,6 +211,9 @@ async def resync_all(ctx: Services, *, restart: bool, wait_s: float = 3600 * 6) 
         await ctx.pool.execute("UPDATE resync_items SET enqueued_at = now() WHERE customer_id = ANY($1::text[])", chunk)
         for cid in chunk:
             await ctx.coordinator.accept(Unit.customer(cid), reason="resync", delay_ms=0, unpark=True)
+    if not await workers_running(ctx):
+        print("resync: no worker is running yet; the customers are queued and wait for one "
+              "(`entitled worker` or `entitled run`)", file=sys.stderr)
     progress = Progress(total, "resync")
     deadline = time.monotonic() + wait_s
     while True:
@@ -220,6 +283,17 @@ async def show(ctx: Services, *, customer: str | None = None, user: str | None =
         [(m["version"], m["published_at"], m["message"]) for m in messages], ["version", "published", "message"]))
 
 
+async def cmd_recent_events(ctx: Services, *, limit: int) -> None:
+    rows = await ctx.pool.fetch(
+        "SELECT event_id, type, source, customer_id, received_at, outcome FROM event_ledger"
+        " ORDER BY received_at DESC LIMIT $1", limit)
+    if not rows:
+        print("no events yet")
+        return
+    print(_table([(r["event_id"], r["type"], r["source"], r["customer_id"], r["received_at"], r["outcome"])
+                  for r in rows], ["id", "type", "source", "customer", "received", "outcome"]))
+
+
 async def cmd_events(ctx: Services, *, limit: int) -> None:
     rows = await ctx.pool.fetch(
         "SELECT event_id, type, customer_id, received_at, attempts, error FROM event_ledger"
@@ -254,46 +328,92 @@ async def cmd_replay(ctx: Services, event_id: str) -> None:
     await ctx.coordinator.accept(Unit.customer(row["customer_id"]), event=record, reason=row["type"], delay_ms=0,
                                  unpark=True)
     print(f"replaying {event_id} ({row['type']}) for {row['customer_id']}")
+    await _need_worker(ctx, f"the replay of {event_id}")
     await wait_and_show(ctx, row["customer_id"], before)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="entitled", description="Keep an app's feature access in step with Stripe.")
+    p = argparse.ArgumentParser(
+        prog="entitled", description="Keep an app's feature access in step with Stripe.",
+        epilog="Settings come from the environment and .env (README, Configuration). While `entitled run` "
+               "runs embedded servers, the other commands find them by themselves.")
     p.add_argument("--version", action="version", version=describe(),
                    help="print entitled's version, the stripe SDK's and the pinned Stripe API version")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("migrate", help="apply the database migrations")
-    r = sub.add_parser("resync", help="sync one customer, or all of them")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("migrate", help="apply the database migrations", description="Apply the SQL migrations "
+                   "(idempotent; the worker applies them at start-up too).")
+    r = sub.add_parser("resync", help="sync one customer, or all of them",
+                       description="Sync customers from Stripe now; needs a worker running.")
     group = r.add_mutually_exclusive_group(required=True)
-    group.add_argument("--customer", metavar="CUS_ID")
-    group.add_argument("--all", action="store_true")
+    group.add_argument("--customer", metavar="CUS_ID", help="sync this customer and show the result")
+    group.add_argument("--all", action="store_true",
+                       help="sync every customer Stripe lists or we hold (progress, ETA; resumes if interrupted)")
     r.add_argument("--restart", action="store_true", help="with --all: start over instead of resuming")
-    s = sub.add_parser("show", help="what we hold for a customer")
+    s = sub.add_parser("show", help="what we hold for a customer",
+                       description="Subscriptions, entitlements, recent events and last messages of a customer.")
     group = s.add_mutually_exclusive_group(required=True)
-    group.add_argument("--customer", metavar="CUS_ID")
-    group.add_argument("--user", metavar="USER_ID")
-    e = sub.add_parser("events", help="the event ledger")
-    e.add_argument("--failed", action="store_true", required=True)
-    e.add_argument("--limit", type=int, default=50)
-    rp = sub.add_parser("replay", help="process an event's customer, or a parked unit, again")
-    rp.add_argument("event_id", metavar="EVENT_ID|UNIT")
-    run = sub.add_parser("run", help="run ingest and a worker (embedded Postgres/Redis and a demo when unconfigured)")
-    run.add_argument("--exit-after-demo", action="store_true", help="stop once the demo has played")
-    sub.add_parser("worker", help="run one worker process")
-    sub.add_parser("ingest", help="run the webhook receiver")
+    group.add_argument("--customer", metavar="CUS_ID", help="a Stripe customer id")
+    group.add_argument("--user", metavar="USER_ID", help="your app's user id: every customer mapped to it")
+    e = sub.add_parser("events", help="recent events, or the failed ones",
+                       description="The event ledger: every accepted event and what became of it.")
+    e.add_argument("--failed", action="store_true", help="only failed events, and the parked units")
+    e.add_argument("--limit", type=int, default=50, metavar="N", help="at most N rows (default 50)")
+    rp = sub.add_parser("replay", help="process an event's customer, or a parked unit, again",
+                        description="Queue an accepted event's customer (or a parked unit) again.")
+    rp.add_argument("event_id", metavar="EVENT_ID|UNIT", help="an event id of the ledger, or a unit of "
+                    "`entitled events --failed`")
+    c = sub.add_parser("connect", help="create or update the Stripe webhook endpoint for URL",
+                       description="Create the webhook endpoint Stripe sends events to, pinned to entitled's "
+                       "API version, with the event types entitled needs; run again, it updates the same "
+                       "endpoint. The only command that writes to Stripe: STRIPE_API_KEY must be allowed to "
+                       "manage webhook endpoints (a secret key, or a restricted key with "
+                       "'Webhook Endpoints: write').")
+    c.add_argument("url", metavar="URL", help="the public URL of ingest's /webhooks/stripe")
+    c.add_argument("--env-file", type=Path, metavar="FILE",
+                   help="also write STRIPE_WEBHOOK_SECRET=... to FILE (such as .env) when Stripe gives it")
+    run = sub.add_parser("run", help="run everything (embedded Postgres/Redis and a demo when unconfigured)",
+                         description="See `entitled run --help`.")
+    run.add_argument("--poll", action="store_true", help="development: no webhooks, poll Stripe's Events API")
+    run.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
+    endpoints_cli.add_parsers(sub)  # outbound webhooks: endpoints, deliveries
+    sub.add_parser("worker", help="run one worker process", description="One arq worker (python -m worker).")
+    sub.add_parser("ingest", help="run the webhook receiver", description="The receiver (python -m ingest).")
     return p
+
+
+async def cmd_connect(settings: Settings, args: argparse.Namespace) -> None:
+    from worker import connect  # the one module that writes to Stripe
+
+    assert settings.stripe_api_key is not None
+    http = stripe.AIOHTTPClient()
+    client = stripe.StripeClient(settings.stripe_api_key, base_addresses={"api": settings.stripe_api_base},
+                                 http_client=http, max_network_retries=2)
+    try:
+        done = await connect.connect(client, args.url)
+    except connect.ConnectError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
+    print("\n".join(connect.report(done, args.url, args.env_file)))
 
 
 async def dispatch(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "migrate":
         await cmd_migrate(settings, args)
         return
+    if args.command == "connect":
+        await cmd_connect(settings, args)
+        return
     try:
         async with bootstrap(settings, postgres=True, stripe_client=args.command == "resync" and args.all,
                              redis_timeout_s=5.0, coalesce=False) as ctx:
             await _run(args, ctx)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise CliError(f"cannot reach Postgres at DATABASE_URL: {exc}") from None
+    except RedisError as exc:  # redis-py wraps its socket errors: before OSError
+        raise CliError(str(preflight.redis_error(settings.redis_url, exc))) from None
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise CliError(str(preflight.postgres_error(settings.database_url, exc))) from None
+    except stripe.StripeError as exc:
+        raise CliError(str(preflight.stripe_error(settings.stripe_api_base, exc))) from None
 
 
 async def _run(args: argparse.Namespace, ctx: Services) -> None:
@@ -303,10 +423,14 @@ async def _run(args: argparse.Namespace, ctx: Services) -> None:
         await resync_one(ctx, args.customer)
     elif args.command == "show":
         await show(ctx, customer=args.customer, user=args.user)
-    elif args.command == "events":
+    elif args.command == "events" and args.failed:
         await cmd_events(ctx, limit=args.limit)
+    elif args.command == "events":
+        await cmd_recent_events(ctx, limit=args.limit)
     elif args.command == "replay":
         await cmd_replay(ctx, args.event_id)
+    elif args.command in endpoints_cli.COMMANDS:
+        await endpoints_cli.run(args, ctx, CliError)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -323,7 +447,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         module.main()
         return
     try:
-        settings = load(need_api_key=args.command == "resync" and bool(args.all))
+        needs_key = args.command == "connect" or (args.command == "resync" and bool(args.all))
+        embedded: dict[str, Any] = run_env()
+        settings = load(need_api_key=needs_key, **embedded)
         asyncio.run(dispatch(args, settings))
     except (SettingsError, CliError) as exc:
         print(f"entitled {args.command}: {exc}", file=sys.stderr)

@@ -1,15 +1,21 @@
-"""The demo `entitled run` plays when no STRIPE_API_KEY is set: SPEC scenarios on the fake Stripe.
+"""The demo `entitled run` plays when no STRIPE_API_KEY is set: scenarios of docs/contract.md
+(section 9) on the fake Stripe.
 
 Each scenario acts as an app and its buyers would (Checkout, card changes, cancellations) and
 moves Stripe test clocks forward days at a time, so that a minute shows trials ending, renewals
-failing and subscriptions ending. The launcher prints what the service does meanwhile.
+failing and subscriptions ending. The launcher prints what the service does meanwhile. Every
+check waits for the sync that proves it (a status, a flag of our copy of the subscription),
+never only for time to pass; the demo ends with a pass/fail line per scenario, and `play`
+returns how many failed (the launcher's exit code says so).
 """
 
 from __future__ import annotations
 
 import asyncio
+import textwrap
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import cast
 
 import asyncpg
@@ -21,7 +27,17 @@ from fakestripe import FakeStripeControl
 
 DAY = 86_400
 HOUR = 3600
+WIDTH = 80
 Say = Callable[[str], None]
+
+
+@dataclass
+class Scene:
+    """One numbered scenario and the checks that failed in it."""
+
+    number: int
+    title: str
+    failures: list[str] = field(default_factory=list)
 
 
 class Demo:
@@ -31,6 +47,17 @@ class Demo:
         self.pool = pool
         self.say = say
         self._features: dict[str, str] = {}
+        self.scenes: list[Scene] = []
+
+    def begin(self, title: str, text: str) -> None:
+        scene = Scene(len(self.scenes) + 1, title)
+        self.scenes.append(scene)
+        self.say("\n" + textwrap.fill(f"▶ {scene.number}. {title}: {text}", WIDTH, subsequent_indent="   "))
+
+    def fail(self, text: str) -> None:
+        self.say(textwrap.fill(f"   ✗ {text}", WIDTH, subsequent_indent="     "))
+        if self.scenes:
+            self.scenes[-1].failures.append(text)
 
     async def features(self, customer: str) -> set[str]:
         rows = await self.pool.fetch("SELECT feature FROM active_entitlements WHERE customer_id = $1", customer)
@@ -41,7 +68,7 @@ class Demo:
         deadline = time.monotonic() + timeout_s
         while (held := await self.features(customer)) != features:
             if time.monotonic() > deadline:
-                self.say(f"   ✗ expected {sorted(features)} for {customer}, the view has {sorted(held)}")
+                self.fail(f"expected {sorted(features)} for {customer}, the view has {sorted(held)}")
                 return
             await asyncio.sleep(0.2)
         self.say(f"   ✓ active_entitlements for {customer}: {sorted(features) or 'nothing'}")
@@ -53,10 +80,22 @@ class Demo:
             "SELECT 1 FROM subscriptions WHERE customer_id = $1 AND status = $2", customer, status
         ):
             if time.monotonic() > deadline:
-                self.say(f"   ✗ {customer}'s subscription never became {status}")
+                self.fail(f"{customer}'s subscription never became {status}")
                 return
             await asyncio.sleep(0.2)
         self.say(f"   ✓ subscription of {customer} is {status}")
+
+    async def expect_cancel_at_period_end(self, customer: str, timeout_s: float = 20.0) -> None:
+        """Wait for the sync that saw the cancellation: our copy of the subscription has the flag."""
+        deadline = time.monotonic() + timeout_s
+        while not await self.pool.fetchval(
+            "SELECT 1 FROM subscriptions WHERE customer_id = $1 AND cancel_at_period_end", customer
+        ):
+            if time.monotonic() > deadline:
+                self.fail(f"no sync of {customer} saw cancel_at_period_end")
+                return
+            await asyncio.sleep(0.2)
+        self.say(f"   ✓ a sync saw {customer}'s cancel_at_period_end")
 
     async def pause(self, seconds: float = 1.5) -> None:
         await asyncio.sleep(seconds)
@@ -91,8 +130,8 @@ class Demo:
         return str(done["customer"])
 
     async def trial_without_card(self, pro: str) -> None:
-        self.say("\n▶ 1. Payment Link, 1-day trial, no card: Stripe pauses it at the trial's end, and its own "
-                 "Entitlements keep the features (no event says otherwise)")
+        self.begin("Trial without a card", "a Payment Link, 1-day trial, no card. Stripe pauses it at "
+                   "the trial's end, and its own Entitlements keep the features (no event says otherwise).")
         clock, t0 = await self.clock()
         customer = await self.checkout(pro, "u_trial", clock, card=None, trial_days=1, behavior="pause")
         await self.expect(customer, {"pro", "export"})
@@ -101,7 +140,8 @@ class Demo:
         await self.expect(customer, set())
 
     async def failed_renewal(self, pro: str) -> None:
-        self.say("\n▶ 2. A renewal payment fails: past_due keeps access through PAST_DUE_GRACE; a new card pays it")
+        self.begin("Failed renewal", "the renewal payment fails; past_due keeps access through "
+                   "PAST_DUE_GRACE, and a new card pays it.")
         clock, t0 = await self.clock()
         customer = (await self.stripe.v1.customers.create_async(cast(CustomerCreateParams, {
             "email": "late@example.com", "metadata": {"user_id": "u_late_payer"}, "test_clock": clock,
@@ -122,7 +162,8 @@ class Demo:
         await self.expect(customer, {"pro", "export"})
 
     async def upgrade_then_cancel(self, basic: str, pro: str) -> None:
-        self.say("\n▶ 3. Checkout on Basic, upgrade to Pro (one message), then cancel at the period's end")
+        self.begin("Upgrade, then cancel", "Checkout on Basic, an upgrade to Pro (one message), then "
+                   "cancel at the period's end.")
         clock, t0 = await self.clock()
         customer = await self.checkout(basic, "u_upgrader", clock, card="pm_card_visa")
         await self.expect(customer, {"basic"})
@@ -136,11 +177,13 @@ class Demo:
         self.say("   ✋ cancel at the period's end: access stays until then")
         await self.stripe.v1.subscriptions.update_async(sub.id, {"cancel_at_period_end": True})
         await self.control.wait_idle(timeout_s=30)
+        await self.expect_cancel_at_period_end(customer)
         await self.expect(customer, {"pro", "export"})
         await self.advance(clock, t0 + 32 * DAY, "32 days: the period ends")
         await self.expect(customer, set())
 
-    async def play(self) -> None:
+    async def play(self) -> int:
+        """Play every scenario; say how each went; return how many failed."""
         self.say("Setting up the catalog: Basic → [basic], Pro → [pro, export]")
         basic = await self.product("Basic", ["basic"])
         pro = await self.product("Pro", ["pro", "export"])
@@ -152,3 +195,14 @@ class Demo:
         for scene in scenes:
             await scene()
             await self.pause()
+        return summarise(self.scenes, self.say)
+
+
+def summarise(scenes: list[Scene], say: Say) -> int:
+    """A pass/fail line per scenario, then the count; returns how many failed."""
+    say("\nSummary")
+    for done in scenes:
+        say(f"   {'✓ pass' if not done.failures else '✗ FAIL'}  {done.number}. {done.title}")
+    failed = sum(1 for done in scenes if done.failures)
+    say(f"{len(scenes) - failed} of {len(scenes)} scenarios passed")
+    return failed

@@ -11,6 +11,8 @@
 - A child that exits on its own (a bad setting, a dependency gone) stops everything: its last
   error line is printed and `entitled run` exits with its exit code. "receiving webhooks" is
   printed only once the worker runs its job loop.
+- `entitled run --poll` with a real (test) key: no ingest and no webhooks; the worker's Events
+  API poller runs every few seconds and is the only source (development without a public URL).
 - Both ways the app-facing API (`python -m api`) runs too, on API_PORT; without API_TOKENS a
   token `local:<random>` is made for this run and printed.
 - Ctrl-C (or SIGTERM) stops everything it started and leaves nothing running.
@@ -27,6 +29,7 @@ import secrets
 import signal
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -46,6 +49,8 @@ from shared.publishing import AccessChanged, channel_messages
 from shared.settings import Settings, SettingsError, load
 
 DEMO_KEY = "sk_test_entitled_demo"
+# `entitled run --poll`: how often the Events API poller runs (it must divide a minute).
+POLL_EVERY = "5s"
 STOP_GRACE_S = 15.0
 
 
@@ -53,18 +58,52 @@ class LaunchError(Exception):
     """`entitled run` cannot start; the message says why and what to do."""
 
 
+WIDTH = 80
+# Catalog events (the demo's set-up fires dozens) are summarised in one line.
+CATALOG_PREFIXES = ("product.", "price.", "entitlements.feature.")
+# A message whose sync line has not come yet waits this long for it.
+HOLD_MESSAGE_S = 3.0
+
+
 def _now() -> str:
-    return datetime.now().strftime("%H:%M:%S.%f")[:-3]
+    return datetime.now().strftime("%H:%M:%S")
+
+
+def fit(text: str, width: int = WIDTH) -> str:
+    """One line of at most `width` columns."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _short(unit: Any) -> str:
+    """`customer:cus_123` -> `cus_123`: the id says its kind."""
+    return str(unit).split(":", 1)[-1]
 
 
 class Timeline:
-    """Turns the children's JSON log lines and the access-changed channel into readable lines."""
+    """Turns the children's JSON log lines and the access-changed channel into readable lines of
+    at most 80 columns: each message after the sync that produced it, the catalog's webhooks
+    counted in one line."""
 
     def __init__(self, out: Callable[[str], None]) -> None:
         self.out = out
+        self.catalog_events = 0
+        # customer -> the highest version a printed sync line announced
+        self.synced: dict[str, int] = {}
+        self.held: list[tuple[float, AccessChanged]] = []
+
+    def line(self, kind: str, text: str) -> None:
+        self.out(fit(f"{_now()} {kind:<8} {text}"))
 
     def say(self, text: str) -> None:
+        self._flush_catalog()
+        self._release(force=True)
         self.out(text)
+
+    def _flush_catalog(self) -> None:
+        if self.catalog_events:
+            n = self.catalog_events
+            self.line("webhook", f"{n} catalog event{'s' if n > 1 else ''} (product, price) → catalog refresh")
+            self.catalog_events = 0
 
     def log_line(self, source: str, raw: bytes) -> None:
         try:
@@ -74,25 +113,60 @@ class Timeline:
         if not isinstance(record, dict):
             return
         event = record.get("event")
+        event_type = str(record.get("event_type", "?"))
+        if event in ("ingest.queued", "ingest.duplicate") and event_type.startswith(CATALOG_PREFIXES):
+            self.catalog_events += 1
+            return
+        self._flush_catalog()
         if event == "ingest.queued":
-            self.out(f"{_now()}  webhook   {record.get('event_type', '?'):<48} → queued for {record.get('unit')}")
+            self.line("webhook", f"{event_type} → {_short(record.get('unit'))}")
         elif event == "ingest.duplicate":
-            self.out(f"{_now()}  webhook   {record.get('event_type', '?'):<48} (duplicate, ignored)")
+            self.line("webhook", f"{event_type} (duplicate, ignored)")
         elif event == "sync.done":
-            statuses = ",".join(record.get("statuses") or []) or "no subscription"
-            change = f"v{record.get('version')}" if record.get("changed") else "unchanged"
-            self.out(f"{_now()}  sync      {record.get('customer_id')}  [{statuses}] → "
-                     f"features {record.get('features')}  ({change}, {record.get('events')} events)")
+            self._sync_done(record)
         elif event == "sync.stripe_entitlements_differ":
-            self.out(f"{_now()}  note      Stripe's own Entitlements still grant {record.get('stripe_only')} "
-                     f"— our policy decides, and it says no")
-        elif record.get("level") in ("error", "critical") or event in ("sync.failed", "worker.started"):
-            self.out(f"{_now()}  {source:<9} {event} {record.get('error', '')}")
+            granted = ",".join(record.get("stripe_only") or [])
+            self.line("note", f"Stripe's Entitlements still grant {granted}; our policy: no")
+        elif record.get("level") in ("error", "critical") or event == "sync.failed":
+            self.line(source, f"{event} {record.get('error', '')}")
+        self._release()
+
+    def _sync_done(self, record: dict[str, Any]) -> None:
+        cid = str(record.get("customer_id"))
+        statuses = ",".join(record.get("statuses") or []) or "none"
+        features = ",".join(record.get("features") or []) or "nothing"
+        version = int(record.get("version") or 0)
+        change = f"v{version}" if record.get("changed") else "unchanged"
+        self.line("sync", f"{cid} [{statuses}] → {features} ({change})")
+        self.synced[cid] = max(self.synced.get(cid, 0), version)
+        self._release()
+
+    def tick(self) -> None:
+        self._release()
 
     def message(self, change: AccessChanged) -> None:
-        diff = " ".join([*(f"+{f}" for f in change.added), *(f"-{f}" for f in change.removed)]) or "(user changed)"
-        self.out(f"{_now()}  message   access-changed v{change.version} {change.customer_id} "
-                 f"user={change.user_id}  {diff}")
+        self.held.append((time.monotonic(), change))
+        self._release()
+
+    def _release(self, *, force: bool = False) -> None:
+        """Print the held messages whose sync line was printed (or that waited long enough)."""
+        now = time.monotonic()
+        keep: list[tuple[float, AccessChanged]] = []
+        for since, change in self.held:
+            if force or self.synced.get(change.customer_id, 0) >= change.version or now - since > HOLD_MESSAGE_S:
+                self._print_message(change)
+            else:
+                keep.append((since, change))
+        self.held = keep
+
+    def _print_message(self, change: AccessChanged) -> None:
+        diff = " ".join([*(f"+{f}" for f in change.added), *(f"-{f}" for f in change.removed)]) or "(user)"
+        text = f"v{change.version} {change.user_id} {diff} ({change.reason})"
+        if len(f"{_now()} {'message':<8} {text}") <= WIDTH:
+            self.line("message", text)
+            return
+        self.line("message", f"v{change.version} {change.user_id} {diff}")
+        self.out(fit(f"{'':<18}({change.reason})"))
 
 
 _ANSI = re.compile(rb"\x1b\[[0-9;]*m")
@@ -166,10 +240,13 @@ class ChildDiedError(Exception):
 
 
 class Launcher:
-    def __init__(self, settings: Settings, data_dir: Path, *, demo_then_exit: bool) -> None:
+    def __init__(self, settings: Settings, data_dir: Path, *, demo_then_exit: bool, poll: bool = False) -> None:
         self.settings = settings
         self.data_dir = data_dir
         self.demo_then_exit = demo_then_exit
+        self.poll = poll
+        # scenarios of the demo that failed (the run then exits 1)
+        self.demo_failures = 0
         self.env: dict[str, str] = {}
         self.children: list[Child] = []
         self.cleanups: list[Callable[[], Any]] = []
@@ -232,7 +309,8 @@ class Launcher:
             return
         path = run_file(self.data_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(f"{name}={value}\n" for name, value in embedded.items()))
+        # the pid lets the CLI ignore a file a killed run left behind
+        path.write_text(f"# pid={os.getpid()}\n" + "".join(f"{name}={value}\n" for name, value in embedded.items()))
         path.chmod(0o600)  # it holds the embedded Redis's password
         self.cleanups.append(lambda: path.unlink(missing_ok=True))
 
@@ -296,8 +374,12 @@ class Launcher:
             port = free_port() if "port" not in self.settings.model_fields_set else port
             await self._run_demo(database_url, redis_url, port, stop)
             return
+        if self.poll:
+            await self._run_polling(redis_url, stop)
+            return
         if not self.settings.stripe_webhook_secret:
-            raise LaunchError("STRIPE_WEBHOOK_SECRET: required with a real STRIPE_API_KEY (see README, Connecting Stripe)")
+            raise LaunchError("STRIPE_WEBHOOK_SECRET: required with a real STRIPE_API_KEY (README, Connecting "
+                              "Stripe), or run `entitled run --poll` to develop without webhooks")
         await self._spawn("ingest", {"PORT": str(port)})
         await self._wait_ready(port)
         worker = await self._spawn("worker", {})
@@ -305,6 +387,19 @@ class Launcher:
         await self._spawn_api(free_port_if_unset=False)
         print(f"entitled run: receiving webhooks on http://127.0.0.1:{port}/webhooks/stripe — Ctrl-C stops",
               file=sys.stderr)
+        await stop.wait()
+
+    async def _run_polling(self, redis_url: str, stop: asyncio.Event) -> None:
+        """Development without webhooks: no ingest, no public URL, no `stripe listen`; the worker's
+        Events API poller, every POLL_EVERY, is the only source of events (README, Developing
+        without webhooks). Each poll is one `GET /v1/events` (Stripe lists events of 30 days)."""
+        set_here = "reconcile_events_every" in self.settings.model_fields_set
+        every = str(self.settings.reconcile_events_every) if set_here else POLL_EVERY
+        worker = await self._spawn("worker", {"RECONCILE_EVENTS_EVERY": every})
+        await self._wait_worker(redis_url, worker)
+        await self._spawn_api(free_port_if_unset=False)
+        print(f"entitled run: polling Stripe's Events API every {every} (no webhooks; for development) "
+              "— Ctrl-C stops", file=sys.stderr)
         await stop.wait()
 
     async def _spawn_api(self, *, free_port_if_unset: bool) -> int:
@@ -340,9 +435,10 @@ class Launcher:
             # the demo shows where Stripe's own Entitlements disagree: compare on every sync
             "STRIPE_ENTITLEMENTS_AUDIT": "1",
         })
-        self.timeline.say("entitled demo — no STRIPE_API_KEY set, so a fake Stripe plays SPEC scenarios on fast "
-                          "test clocks.\nFor each: webhooks received → sync from Stripe's API → entitlements → "
-                          "access-changed message.\n")
+        self.timeline.say(textwrap.fill(
+            "entitled demo — no STRIPE_API_KEY is set, so a fake Stripe plays the scenarios of "
+            "docs/contract.md on fast test clocks. For each: webhooks received → sync from Stripe's API → "
+            "entitlements → access-changed message.", WIDTH) + "\n")
         await self._spawn("ingest", {"PORT": str(port), "LOG_LEVEL": "DEBUG"})
         await self._wait_ready(port)
         worker = await self._spawn("worker", {})
@@ -358,24 +454,32 @@ class Launcher:
             async for change in channel_messages(redis, channel=Keys(prefix=self.settings.redis_prefix).channel):
                 timeline.message(change)
 
+        async def tick() -> None:  # a held message whose sync line never came is printed anyway
+            while True:
+                await asyncio.sleep(0.5)
+                timeline.tick()
+
         listener = asyncio.create_task(listen())
+        ticker = asyncio.create_task(tick())
         try:
             async with FakeStripeControl(handle.base_url) as control:
                 play = asyncio.create_task(Demo(client, control, pool, timeline.say).play())
                 done, _ = await asyncio.wait([play, asyncio.ensure_future(stop.wait())],
                                              return_when=asyncio.FIRST_COMPLETED)
                 if play in done:
-                    play.result()
+                    self.demo_failures = play.result()
                     await asyncio.sleep(1.0)
-                    timeline.say(f"\nDemo done. The service keeps running: webhooks to "
-                                 f"http://127.0.0.1:{port}/webhooks/stripe, the view `active_entitlements` in "
-                                 f"{database_url}. Ctrl-C stops everything.")
+                    timeline.say("\n" + textwrap.fill(
+                        f"Demo done. The service keeps running: webhooks to "
+                        f"http://127.0.0.1:{port}/webhooks/stripe, the view `active_entitlements` in "
+                        f"{database_url}. Ctrl-C stops everything.", WIDTH, break_long_words=True))
                     if not self.demo_then_exit:
                         await stop.wait()
                 else:
                     play.cancel()
         finally:
             listener.cancel()
+            ticker.cancel()
             await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             await pool.close()
             await redis.aclose()
@@ -423,14 +527,14 @@ async def _main(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"entitled run: {exc}", file=sys.stderr)
         return 2
-    launcher = Launcher(settings, args.data_dir, demo_then_exit=args.exit_after_demo)
+    launcher = Launcher(settings, args.data_dir, demo_then_exit=args.exit_after_demo, poll=args.poll)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         await _run_or_die(launcher, stop)
-        return 0
+        return 1 if launcher.demo_failures else 0
     except LaunchError as exc:
         print(f"entitled run: {exc}", file=sys.stderr)
         return 1
@@ -444,8 +548,15 @@ async def _main(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="entitled run")
-    parser.add_argument("--exit-after-demo", action="store_true", help="stop once the demo has played (for tests)")
+    parser = argparse.ArgumentParser(
+        prog="entitled run", description="Run ingest, a worker and the API in one process tree: embedded Postgres "
+        "and Redis under .data when DATABASE_URL / REDIS_URL are unset, and the demo on a fake Stripe when "
+        "STRIPE_API_KEY is unset. Ctrl-C stops everything it started.")
+    parser.add_argument("--poll", action="store_true",
+                        help=f"development with a real test key and no webhooks: no ingest; the Events API poller "
+                             f"runs every {POLL_EVERY} (RECONCILE_EVENTS_EVERY overrides) and is the only source")
+    # for tests: stop once the demo has played (exit code 1 if a scenario failed)
+    parser.add_argument("--exit-after-demo", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.data_dir = Path(os.environ.get("ENTITLED_DATA_DIR", ".data")).resolve()
     raise SystemExit(asyncio.run(_main(args)))

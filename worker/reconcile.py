@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ from shared.coordination import (
     event_hints,
     route_snapshot,
 )
-from worker import catalog
+from worker import catalog, listing
 
 log = structlog.get_logger(__name__)
 
@@ -153,6 +153,41 @@ def _user_differs(customer: Customer, user_id: str | None, source: str | None, d
     return bool(customer.metadata_user_id) or source == "customer_metadata"
 
 
+SUBSCRIPTIONS = "/v1/subscriptions"
+CUSTOMERS = "/v1/customers"
+
+
+async def _floors(deps: Services) -> dict[str, int]:
+    """The oldest `created` each list had at the last sweep: nothing older can appear (objects
+    are never created in the past, test clocks' aside, which are listed per clock), so the
+    ranges start there rather than at Stripe's opening."""
+    info = await deps.pool.fetchval("SELECT info FROM reconcile_state WHERE name = 'sweep'")
+    if not isinstance(info, dict):
+        return {}
+    return {k.removeprefix("oldest:"): int(v) for k, v in info.items() if k.startswith("oldest:")}
+
+
+async def _list_account(deps: Services, path: str, params: dict[str, Any], clocks: list[str],
+                        floors: Mapping[str, int], oldest: dict[str, int],
+                        take: Callable[[dict[str, Any]], None]) -> None:
+    """Every object of a list (`take` each): the account's by `created` ranges from its floor,
+    each test clock's by its cursor, all side by side (the client bounds what is in flight per
+    endpoint); `oldest[path]` becomes the oldest `created` outside test clocks."""
+    async def one(clock: str | None) -> None:
+        if clock is None:
+            found = listing.list_by_created(lambda p: deps.reader.page(path, p), params,
+                                            floor=floors.get(path, listing.EPOCH))
+        else:
+            # A test clock holds a few customers (a test fixture): a page or so each, by its cursor.
+            found = deps.reader.list_all(path, {**params, "test_clock": clock})
+        async for raw in found:
+            if clock is None:
+                oldest[path] = min(oldest.get(path, 2**62), int(raw.get("created") or 0))
+            take(raw)
+
+    await asyncio.gather(*(one(clock) for clock in [None, *clocks]))
+
+
 async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]:
     """List everything, compare with our copy, queue a sync for each customer that differs."""
     started = time.monotonic()
@@ -166,31 +201,30 @@ async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]
     theirs: dict[str, dict[str, tuple[Any, ...]]] = defaultdict(dict)
     listed: set[str] = set()
     differing: set[str] = set()
+    floors = await _floors(deps)
+    oldest: dict[str, int] = {}
 
-    async def list_subscriptions() -> int:
-        seen = 0
-        for clock in [None, *clocks]:
-            async for raw in deps.reader.all_subscriptions(test_clock=clock):
-                sub = parse_subscription(raw)
-                theirs[sub.customer_id][sub.id] = _fingerprint(sub)
-                seen += 1
-                if seen % progress_every == 0:
-                    log.info("reconcile.sweep_progress", subscriptions=seen,
-                             elapsed_s=round(time.monotonic() - started, 1))
-        return seen
+    def take_subscription(raw: dict[str, Any]) -> None:
+        sub = parse_subscription(raw)
+        theirs[sub.customer_id][sub.id] = _fingerprint(sub)
+        seen_subs.add(sub.id)
+        if len(seen_subs) % progress_every == 0:
+            log.info("reconcile.sweep_progress", subscriptions=len(seen_subs),
+                     elapsed_s=round(time.monotonic() - started, 1))
 
-    async def list_customers() -> None:
-        for clock in [None, *clocks]:
-            async for raw in deps.reader.all_customers(test_clock=clock):
-                customer = parse_customer(raw)
-                listed.add(customer.id)
-                held = known.get(customer.id)
-                if held is not None and _user_differs(customer, *held):
-                    differing.add(customer.id)
+    def take_customer(raw: dict[str, Any]) -> None:
+        customer = parse_customer(raw)
+        listed.add(customer.id)
+        held = known.get(customer.id)
+        if held is not None and _user_differs(customer, *held):
+            differing.add(customer.id)
 
-    # Each list is paged one request after another (a cursor); the two lists go side by side, or
-    # the sweep would take the sum of their round trips (docs/benchmarks.md, "Reconciliation").
-    seen, _ = await asyncio.gather(list_subscriptions(), list_customers())
+    seen_subs: set[str] = set()
+    # Both lists, each by `created` ranges side by side (worker/listing.py): the shared rate
+    # limit sets the pace, not one cursor's round trips (docs/benchmarks.md, "Reconciliation").
+    await asyncio.gather(_list_account(deps, SUBSCRIPTIONS, {"status": "all"}, clocks, floors, oldest, take_subscription),
+                         _list_account(deps, CUSTOMERS, {}, clocks, floors, oldest, take_customer))
+    seen = len(seen_subs)
     differing |= {c for c in set(ours) | set(theirs) if ours.get(c, {}) != theirs.get(c, {})}
     # Customers we hold that Stripe no longer lists were deleted.
     differing |= {c for c, (_, _, deleted) in known.items() if c not in listed and not deleted}
@@ -198,7 +232,8 @@ async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]
     # The catalog is the catalog poll's (RECONCILE_CATALOG_EVERY), not the sweep's.
     await _queue_all(deps, differing)
     took = time.monotonic() - started
-    result = {"subscriptions": seen, "customers": len(listed), "queued": len(differing), "seconds": int(took)}
+    result = {"subscriptions": seen, "customers": len(listed), "queued": len(differing), "seconds": int(took),
+              **{f"oldest:{path}": ts for path, ts in oldest.items()}}
     await _save_cursor(deps, "sweep", datetime.now(UTC).isoformat(), result)
     log.info("reconcile.sweep_done", **result)
     return result

@@ -15,9 +15,10 @@ from typing import Any
 
 import asyncpg
 
-from shared.access import Access, CustomerFacts, Subscription
+from shared import tracing
+from shared.access import Access, CustomerFacts, Known, Subscription
 from shared.coordination import AcceptedEvent
-from shared.publishing import AccessChanged, outbox
+from shared.publishing import AccessChanged, EntitlementRow, diff, history, outbox
 
 
 class FencedOutError(Exception):
@@ -26,17 +27,6 @@ class FencedOutError(Exception):
 
 def ts(seconds: float | None) -> datetime | None:
     return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
-
-
-@dataclass(frozen=True)
-class Prior:
-    """What we stored for the customer before this sync."""
-
-    user_id: str | None
-    user_id_source: str | None
-    features: frozenset[str]
-    # subscription id -> when it became past_due (Unix seconds, the customer's clock) as we recorded it
-    past_due_since: Mapping[str, float]
 
 
 @dataclass(frozen=True)
@@ -58,21 +48,20 @@ async def bump_fence(pool: asyncpg.Pool, customer_id: str) -> int:
     return fence
 
 
-async def load_prior(pool: asyncpg.Pool, customer_id: str) -> Prior:
+async def load_known(pool: asyncpg.Pool, customer_id: str) -> Known:
+    """What the previous sync recorded, for the policy (`shared.access.Known`)."""
     async with pool.acquire() as conn:
         customer = await conn.fetchrow(
             "SELECT user_id, user_id_source FROM customers WHERE customer_id = $1", customer_id
         )
-        features = await conn.fetch("SELECT feature FROM entitlements WHERE customer_id = $1", customer_id)
         subs = await conn.fetch(
             "SELECT subscription_id, past_due_since FROM subscriptions"
             " WHERE customer_id = $1 AND past_due_since IS NOT NULL",
             customer_id,
         )
-    return Prior(
+    return Known(
         user_id=customer["user_id"] if customer else None,
         user_id_source=customer["user_id_source"] if customer else None,
-        features=frozenset(r["feature"] for r in features),
         past_due_since={r["subscription_id"]: r["past_due_since"].timestamp() for r in subs},
     )
 
@@ -90,6 +79,13 @@ def _items_json(sub: Subscription) -> list[dict[str, Any]]:
     ]
 
 
+def entitlement_rows(access: Access, offset_s: float) -> frozenset[EntitlementRow]:
+    """The decision's grants as `entitlements` rows, shifted from the customer's clock to the wall's."""
+    return frozenset(
+        EntitlementRow(g.feature, ts(g.valid_until + offset_s), g.subscription_id) for g in access.grants.values()
+    )
+
+
 async def write(
     pool: asyncpg.Pool,
     *,
@@ -97,67 +93,46 @@ async def write(
     facts: CustomerFacts,
     access: Access,
     offset_s: float,
-    past_due_since: Mapping[str, float],
     events: Sequence[AcceptedEvent],
     reason: str,
 ) -> Written:
     """Write one sync's result in one transaction; publish intent goes to the outbox."""
     cid = facts.customer_id
     now = datetime.now(UTC)
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn, tracing.span("postgres.transaction", purpose="sync.write"), conn.transaction():
         row = await conn.fetchrow(
             "SELECT fence, version FROM customer_sync WHERE customer_id = $1 FOR UPDATE", cid
         )
         if row is None or row["fence"] != fence:
             raise FencedOutError(f"fence {fence} is no longer current for {cid}")
         version: int = row["version"]
-        held = {
-            (r["feature"], r["valid_until"], r["subscription_id"])
+        held = [
+            EntitlementRow(r["feature"], r["valid_until"], r["subscription_id"])
             for r in await conn.fetch(
                 "SELECT feature, valid_until, subscription_id FROM entitlements WHERE customer_id = $1", cid
             )
-        }
-        before = frozenset(f for f, _, _ in held)
+        ]
         old = await conn.fetchrow("SELECT user_id FROM customers WHERE customer_id = $1", cid)
-        old_user = old["user_id"] if old else None
-        after = access.features
-        changed = before != after or old_user != access.user_id
+        rows = entitlement_rows(access, offset_s)
+        change = diff(held, old["user_id"] if old else None, rows, access.user_id)
 
-        customer = facts.customer
-        if customer is not None or old is not None or after:
-            await conn.execute(
-                """
-                INSERT INTO customers (customer_id, user_id, user_id_source, email, livemode, deleted, test_clock, updated_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, now())
-                ON CONFLICT (customer_id) DO UPDATE SET
-                    user_id = EXCLUDED.user_id, user_id_source = EXCLUDED.user_id_source,
-                    email = EXCLUDED.email, livemode = EXCLUDED.livemode, deleted = EXCLUDED.deleted,
-                    test_clock = EXCLUDED.test_clock, updated_at = now()
-                """,
-                cid,
-                access.user_id,
-                access.user_id_source,
-                customer.email if customer else None,
-                facts.livemode,
-                customer is None or customer.deleted,
-                customer.test_clock if customer else None,
-            )
-        await _write_subscriptions(conn, cid, facts.subscriptions, past_due_since)
-        rows = {(g.feature, ts(g.valid_until + offset_s), g.subscription_id) for g in access.grants.values()}
-        if rows != held:
+        if facts.customer is not None or old is not None or change.after:
+            await _write_customer(conn, facts, access)
+        await _write_subscriptions(conn, cid, facts.subscriptions, access.past_due_since)
+        if change.rows_changed:
             await conn.execute("DELETE FROM entitlements WHERE customer_id = $1", cid)
             await conn.executemany(
                 "INSERT INTO entitlements (customer_id, feature, valid_until, subscription_id) VALUES ($1, $2, $3, $4)",
-                [(cid, *row) for row in sorted(rows, key=lambda r: r[0])],
+                [(cid, *r) for r in sorted(rows, key=lambda r: r.feature)],
             )
         message = None
-        if changed:
+        if change.publish:
             version += 1
             message = AccessChanged.build(
                 customer_id=cid,
                 user_id=access.user_id,
-                before=before,
-                after=after,
+                before=change.before,
+                after=change.after,
                 version=version,
                 reason=reason,
                 livemode=facts.livemode,
@@ -176,8 +151,33 @@ async def write(
             reason,
             sorted(facts.stripe_features),
         )
-        await record_events(conn, cid, events, outcome="changed" if changed else "unchanged")
-    return Written(changed=changed, version=version, message=message)
+        await record_events(conn, cid, events, outcome="changed" if change.publish else "unchanged")
+        # The customer timeline's "what Stripe said" and "why" (GET /v1/customers/C/timeline).
+        await history.record_sync(conn, facts=facts, access=access, offset_s=offset_s, reason=reason,
+                                  event_ids=[e.id for e in events if e.id], changed=change.publish,
+                                  version=version)
+    return Written(changed=change.publish, version=version, message=message)
+
+
+async def _write_customer(conn: asyncpg.Connection, facts: CustomerFacts, access: Access) -> None:
+    customer = facts.customer
+    await conn.execute(
+        """
+        INSERT INTO customers (customer_id, user_id, user_id_source, email, livemode, deleted, test_clock, updated_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, now())
+        ON CONFLICT (customer_id) DO UPDATE SET
+            user_id = EXCLUDED.user_id, user_id_source = EXCLUDED.user_id_source,
+            email = EXCLUDED.email, livemode = EXCLUDED.livemode, deleted = EXCLUDED.deleted,
+            test_clock = EXCLUDED.test_clock, updated_at = now()
+        """,
+        facts.customer_id,
+        access.user_id,
+        access.user_id_source,
+        customer.email if customer else None,
+        facts.livemode,
+        customer is None or customer.deleted,
+        customer.test_clock if customer else None,
+    )
 
 
 async def _write_subscriptions(

@@ -16,7 +16,8 @@ from dataclasses import replace
 import structlog
 from prometheus_client import Counter, Histogram
 
-from shared.access import Access, CustomerFacts, Subscription, decide, grants_at, ref_id
+from shared import tracing
+from shared.access import Access, CustomerFacts, Known, decide, judged_at, ref_id
 from shared.bootstrap import Services
 from shared.coordination import Outcome, Run, Unit, UnitKind
 from worker import catalog, reconcile, store
@@ -40,6 +41,20 @@ PARKED = Counter(
 )
 
 SUMMARY_EVENT = "entitlements.active_entitlement_summary.updated"
+# What a message's `reason` names first (docs/contract.md, messages): Stripe fires its
+# entitlement summary event *after* the subscription, invoice or checkout event that caused it.
+CAUSE_PREFIXES = ("customer.subscription.", "invoice.", "checkout.session.", "charge.")
+
+
+def message_reason(event_types: list[str], fallback: str | None) -> str:
+    """The reason of a sync's message: the latest event of the run that causes changes, else its
+    latest event that is not the summary, else its latest event, else why the run was queued."""
+    causes = [t for t in event_types if t.removeprefix("v1.").startswith(CAUSE_PREFIXES)]
+    others = [t for t in event_types if t.removeprefix("v1.") != SUMMARY_EVENT]
+    for found in (causes, others, event_types):
+        if found:
+            return found[-1]
+    return fallback or "sync"
 RETRY_BASE_S = 5.0
 RETRY_MAX_S = 300.0
 # A catalog entry younger than this is not re-read when Stripe's entitlements disagree with ours.
@@ -67,7 +82,7 @@ async def run_unit(deps: Services, wire: str, job_id: str) -> str:
         log.info("sync.busy", unit=unit, job_id=job_id)
         return "busy"
     began_at = time.time()
-    with structlog.contextvars.bound_contextvars(customer_id=unit.wire, job_id=job_id):
+    with structlog.contextvars.bound_contextvars(customer_id=unit.wire, job_id=job_id), tracing.sync_span(run):
         heartbeat = asyncio.create_task(_heartbeat(deps, run))
         outcome: Outcome = "failed"
         settled: str | None = None
@@ -167,32 +182,7 @@ async def _resolve(deps: Services, run: Run) -> str | None:
     return customer
 
 
-def _effective_past_due(
-    subs: tuple[Subscription, ...], prior: store.Prior, clock_now: int
-) -> tuple[tuple[Subscription, ...], dict[str, float]]:
-    """When each past_due subscription became past_due (SPEC section 5), in the customer's clock.
-
-    Stripe shows when the latest invoice was finalized. A subscription that stays past_due
-    across a renewal gets a new latest invoice, and taking its time would grant another
-    PAST_DUE_GRACE every period. So: the earliest of Stripe's time and the one we recorded while
-    the subscription stayed past_due (the record goes once a sync sees another status); our
-    first sighting when Stripe shows none. Returns the subscriptions for the policy and the
-    times to record (customer clock, like the subscription's other times).
-    """
-    filled: list[Subscription] = []
-    recorded: dict[str, float] = {}
-    for sub in subs:
-        if sub.status != "past_due":
-            filled.append(sub)
-            continue
-        known = [t for t in (sub.past_due_since, prior.past_due_since.get(sub.id)) if t is not None]
-        sub = replace(sub, past_due_since=int(min(known)) if known else clock_now)
-        recorded[sub.id] = float(sub.past_due_since or clock_now)
-        filled.append(sub)
-    return tuple(filled), recorded
-
-
-def checkout_user_plan(run: Run, prior: store.Prior) -> tuple[str | None, bool]:
+def checkout_user_plan(run: Run, prior: Known) -> tuple[str | None, bool]:
     """Where this sync takes the Checkout Session's user from: `(user, False)` without a
     request, or `(None, True)`: read the customer's sessions.
 
@@ -203,84 +193,59 @@ def checkout_user_plan(run: Run, prior: store.Prior) -> tuple[str | None, bool]:
     thin event), or an operator asked for a full resync (SPEC section 8: one request per sync).
     """
     checkout = [e for e in run.events if e.type.startswith("checkout.session.")]
+    hinted = [e.client_reference_id or "" for e in checkout]
     # A caller waiting on the success page (`POST /v1/sync`, before any webhook) and a customer
-    # whose user is still unknown read the sessions too: the user may be there already.
-    if run.reason in ("resync", "api.sync") or prior.user_id is None or any(
+    # whose user is still unknown read the sessions too: the user may be there already. Not
+    # when the burst brought a completed session naming the user: that is the value a read
+    # gives (issue 20: a first purchase costs one request).
+    named = bool(hinted) and bool(hinted[-1].strip())
+    if run.reason in ("resync", "api.sync") or (prior.user_id is None and not named) or any(
         e.client_reference_id is None for e in checkout
     ):
         return None, True
-    hinted = [e.client_reference_id or "" for e in checkout]
     if hinted and hinted[-1].strip():
         return hinted[-1].strip(), False
     return (prior.user_id if prior.user_id_source == "checkout_session" else None), False
 
 
 async def sync_customer(deps: Services, run: Run) -> None:
+    """Load what Stripe and we know, decide with the pure policy (`shared.access`), write."""
     started = time.perf_counter()
     cid = run.unit.id
     fence = await store.bump_fence(deps.pool, cid)
-    prior = await store.load_prior(deps.pool, cid)
-    event_types = [e.type for e in run.events]
-    checkout_user, with_checkout = checkout_user_plan(run, prior)
+    known = await store.load_known(deps.pool, cid)
+    checkout_user, with_checkout = checkout_user_plan(run, known)
     audit = random.random() < deps.settings.stripe_entitlements_audit
     facts = await deps.reader.read_customer(cid, with_checkout=with_checkout, with_entitlements=audit)
     if not with_checkout:
         facts = replace(facts, checkout_user_id=checkout_user)
+    now, offset = judged_at(facts, time.time())
+    features_of = await catalog.features_of(deps.pool, deps.reader, facts.product_ids)
 
-    wall_now = time.time()
-    clock_now = facts.clock_now if facts.clock_now is not None else int(wall_now)
-    # Times on a test clock are judged at its frozen_time; what we store is shifted to the wall
-    # clock, so the view and the re-check keep the remaining time the clock shows.
-    offset = wall_now - clock_now if facts.clock_now is not None else 0.0
-    subs, past_due_since = _effective_past_due(facts.subscriptions, prior, clock_now)
-    facts = replace(facts, subscriptions=subs)
-
-    product_ids = {p for s in subs for p in s.product_ids}
-    features_of = await catalog.features_of(deps.pool, deps.reader, product_ids)
-    access = decide(facts, features_of, clock_now, deps.policy)
+    access = decide(facts, features_of, now, deps.policy, known=known)
+    event_types = [e.type for e in run.events]
     if audit and facts.stripe_features != access.features:
-        access = await _compare_with_stripe(
-            deps, facts, access, features_of, clock_now,
-            stripe_said_changed=SUMMARY_EVENT in event_types,
-        )
-    if access.user_id is None and prior.user_id and (facts.customer is None or facts.customer.deleted):
-        # Stripe no longer shows a deleted customer's metadata: keep the user we knew, so the
-        # message that ends its access says whose access ended.
-        access = replace(access, user_id=prior.user_id, user_id_source=prior.user_id_source)
+        access = await _compare_with_stripe(deps, facts, known, access, features_of, now,
+                                            stripe_said_changed=SUMMARY_EVENT in event_types)
 
-    reason = event_types[-1] if event_types else (run.reason or "sync")
-    written = await store.write(
-        deps.pool,
-        fence=fence,
-        facts=facts,
-        access=access,
-        offset_s=offset,
-        past_due_since=past_due_since,
-        events=run.events,
-        reason=reason,
-    )
+    reason = message_reason(event_types, run.reason)
+    written = await store.write(deps.pool, fence=fence, facts=facts, access=access, offset_s=offset,
+                                events=run.events, reason=reason)
     if written.message is not None:
         deps.outbox_ready.set()
     due_ms = None if access.next_check is None else int((access.next_check + offset) * 1000)
     await deps.coordinator.set_recheck(cid, due_ms)
     SYNCS.labels("customer", "changed" if written.changed else "unchanged").inc()
     SYNC_SECONDS.observe(time.perf_counter() - started)
-    log.info(
-        "sync.done",
-        changed=written.changed,
-        version=written.version,
-        features=sorted(access.features),
-        user_id=access.user_id,
-        statuses=[s.status for s in subs],
-        events=len(run.events),
-        reason=reason,
-        next_check_in_s=None if access.next_check is None else access.next_check - clock_now,
-    )
+    log.info("sync.done", changed=written.changed, version=written.version, features=sorted(access.features),
+             user_id=access.user_id, statuses=[s.status for s in facts.subscriptions], events=len(run.events),
+             reason=reason, next_check_in_s=None if access.next_check is None else access.next_check - now)
 
 
 async def _compare_with_stripe(
     deps: Services,
     facts: CustomerFacts,
+    known: Known,
     access: Access,
     features_of: dict[str, frozenset[str]],
     now: int,
@@ -293,12 +258,12 @@ async def _compare_with_stripe(
     product: when Stripe just said so, or our catalog entries are old, re-read the products we
     grant from, once, and decide again."""
     # Products of subscriptions that grant now, whether or not we know features for them yet.
-    granting = {p for s in facts.subscriptions if grants_at(s, now, deps.policy) for p in s.product_ids}
+    granting = set(access.granting_products)
     candidates = granting if stripe_said_changed else await _stale_products(deps, granting)
     changed = await catalog.refresh(deps.pool, deps.reader, candidates) if candidates else set()
     if changed:
         features_of = await catalog.features_of(deps.pool, deps.reader, features_of.keys())
-        access = decide(facts, features_of, now, deps.policy)
+        access = decide(facts, features_of, now, deps.policy, known=known)
         # The product's other subscribers follow now, as after a catalog event: their own
         # summary events may be lost, and nothing else would tell them.
         for cid in await catalog.customers_with_products(deps.pool, changed):

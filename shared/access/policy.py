@@ -1,21 +1,24 @@
 """The access policy (SPEC section 5): pure functions, no I/O, no clock of their own.
 
-`decide(facts, features_of, now, config)` is the functional core of a sync: given what Stripe
-says about a customer, the product -> features catalog and the moment to judge at, it returns
-which features the customer may use, until when, and when to look again. The worker loads the
-facts and carries the decision out; the property tests in `tests/test_policy.py` hold these
-functions to the SPEC's table.
+`decide(facts, features_of, now, config, known=...)` is the functional core of a sync: given what
+Stripe says about a customer, the product -> features catalog, what entitled itself recorded
+before (`Known`) and the moment to judge at, it returns which features the customer may use,
+until when, why (`Verdict`, `Grant.row`), and when to look again. The worker loads the facts and
+carries the decision out; the property tests in `tests/test_policy.py` hold these functions to
+an independent restatement of the SPEC's table.
 
-All times are Unix seconds in the customer's clock (a test clock's `frozen_time` when the
-customer is on one).
+All times are Unix seconds in the customer's clock (`judged_at`: a test clock's `frozen_time`
+when the customer is on one).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Literal
 
-from shared.access.facts import CustomerFacts, Subscription
+from shared.access.facts import CustomerFacts, Item, Subscription
 
 # Statuses that never grant access, whatever else the subscription says.
 NO_ACCESS = frozenset({"paused", "unpaid", "canceled", "incomplete", "incomplete_expired"})
@@ -26,6 +29,22 @@ MIN_RECHECK_GAP_S = 1
 # How long after a boundary (trial end, cancel time, valid_until) the re-check runs: Stripe
 # moves the subscription at the boundary, and we want to read it after it did.
 AFTER_BOUNDARY_S = 1
+
+
+class Row(StrEnum):
+    """The rows of SPEC section 5's table, named as the table names them."""
+
+    TRIALING = "trialing"
+    ACTIVE = "active"
+    CANCELLING = "active with cancel_at_period_end or cancel_at"
+    PAUSE_COLLECTION = "active or past_due with pause_collection"
+    PAST_DUE = "past_due"
+    NO_ACCESS = "paused, unpaid, canceled, incomplete, incomplete_expired"
+    # Not in the table: a status Stripe may add later. It grants nothing (fail closed).
+    UNKNOWN_STATUS = "unknown status"
+
+
+PastDueSource = Literal["given", "invoice_due_date", "invoice_finalized", "recorded", "first_seen"]
 
 
 @dataclass(frozen=True)
@@ -44,10 +63,60 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class Known:
+    """What entitled recorded for the customer at its previous sync (plain data)."""
+
+    user_id: str | None = None
+    user_id_source: str | None = None
+    # subscription id -> when it became past_due (customer clock), while it stayed past_due
+    past_due_since: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PastDue:
+    """When a subscription became past_due, and what said so."""
+
+    at: int
+    source: PastDueSource
+
+
+@dataclass(frozen=True)
+class ItemVerdict:
+    item_id: str
+    product_id: str
+    row: Row
+    until: int | None  # valid_until by the table; may lie in the past
+    grants_now: bool
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why one subscription grants what it does (SPEC section 5.3): its row, item by item."""
+
+    subscription_id: str
+    status: str
+    items: tuple[ItemVerdict, ...]
+    past_due: PastDue | None = None
+
+    @property
+    def until(self) -> int | None:
+        """The latest `until` of its items."""
+        ends = [i.until for i in self.items if i.until is not None]
+        return max(ends) if ends else None
+
+    @property
+    def grants_now(self) -> bool:
+        return any(i.grants_now for i in self.items)
+
+
+@dataclass(frozen=True)
 class Grant:
     feature: str
     valid_until: int
     subscription_id: str
+    # why: the table's row and the item that grants it (None when built by hand, as in tests)
+    row: Row | None = None
+    item_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -59,55 +128,148 @@ class Access:
     user_id_source: str | None
     # when to sync again even if no webhook comes (customer clock), or None
     next_check: int | None
+    verdicts: tuple[Verdict, ...] = ()
+    # subscription id -> when it became past_due, for the record (customer clock)
+    past_due_since: Mapping[str, int] = field(default_factory=dict)
+    # Stripe no longer knows the customer, or deleted it: nothing is granted
+    customer_gone: bool = False
 
     @property
     def features(self) -> frozenset[str]:
         return frozenset(self.grants)
 
+    @property
+    def granting_products(self) -> frozenset[str]:
+        """Products of the items that grant now, whether or not the catalog gives them features."""
+        return frozenset(i.product_id for v in self.verdicts for i in v.items if i.grants_now)
+
+
+def judged_at(facts: CustomerFacts, wall_now: float) -> tuple[int, float]:
+    """The moment to judge the customer at, and the offset of the wall clock from it.
+
+    A customer on a Stripe test clock is judged at the clock's `frozen_time` (SPEC section 5);
+    what is stored is shifted by the offset to the wall clock, so that the view and the re-check
+    keep the remaining time the clock shows.
+    """
+    if facts.clock_now is None:
+        return int(wall_now), 0.0
+    return facts.clock_now, wall_now - facts.clock_now
+
 
 def cancel_time(sub: Subscription) -> int | None:
-    """When the subscription is set to end: `cancel_at`, or the period end under
-    `cancel_at_period_end` (current API versions set both)."""
+    """When the subscription is set to end: `cancel_at`, which wins; when only
+    `cancel_at_period_end` is set, the earliest item's `current_period_end` (SPEC section 5:
+    with flexible billing the items' periods may differ, and Stripe cancels at the first end)."""
     if sub.cancel_at is not None:
         return sub.cancel_at
     if sub.cancel_at_period_end:
-        return sub.period_end
+        return sub.earliest_period_end
     return None
 
 
-def access_until(sub: Subscription, config: PolicyConfig) -> int | None:
-    """How long the subscription grants access, judged by its status: the SPEC section 5 table.
+def _invoice_moment(sub: Subscription) -> PastDue | None:
+    """When Stripe shows the subscription became past_due (SPEC section 5): for
+    `collection_method=send_invoice`, the unpaid invoice's `due_date` (Stripe: such a
+    subscription becomes past_due when its invoice is not paid by the due date,
+    the Subscription object's `status`,
+    https://docs.stripe.com/api/subscriptions/object#subscription_object-status); otherwise when that
+    invoice was finalized (its creation when Stripe left `finalized_at` out)."""
+    if sub.past_due_since is not None:
+        return PastDue(sub.past_due_since, "given")
+    invoice = sub.latest_invoice
+    if invoice is None or not invoice.unpaid:
+        return None
+    if sub.collection_method == "send_invoice" and invoice.due_date is not None:
+        return PastDue(invoice.due_date, "invoice_due_date")
+    at = invoice.finalized_at or invoice.created
+    return None if at is None else PastDue(at, "invoice_finalized")
 
-    None when its status never grants. The result may lie in the past: the subscription then
-    grants nothing *now* (see `grants_at`).
+
+def past_due_moment(sub: Subscription, recorded: float | None, now: int) -> PastDue:
+    """When a past_due subscription became past_due (SPEC section 5).
+
+    A subscription that stays past_due across a renewal gets a new latest invoice, and taking
+    its time would grant another PAST_DUE_GRACE every period: so the earliest of Stripe's time
+    and the one recorded while it stayed past_due; the first sighting (`now`) when neither is
+    known.
+    """
+    candidates = [m for m in (_invoice_moment(sub),) if m is not None]
+    if recorded is not None:
+        candidates.append(PastDue(int(recorded), "recorded"))
+    if not candidates:
+        return PastDue(now, "first_seen")
+    return min(candidates, key=lambda m: m.at)
+
+
+def _status_until(
+    sub: Subscription, item: Item, past_due: PastDue | None, config: PolicyConfig
+) -> tuple[int | None, Row]:
+    """The row the status selects and the time it grants one item until, before any cancel time.
+
+    Periods are per item (flexible billing: items of one subscription may renew at different
+    times), so an item's features last as long as that item's `current_period_end` (the
+    subscription's latest when Stripe shows the item none).
     """
     status = sub.status
+    item_end = item.current_period_end if item.current_period_end is not None else sub.period_end
     if status in NO_ACCESS:
-        return None
-    cancel = cancel_time(sub)
+        return None, Row.NO_ACCESS
     if status == "trialing":
-        end = sub.trial_end if sub.trial_end is not None else sub.period_end
-        until = None if end is None else end + config.renewal_grace_s
-    elif status == "active":
-        # pause_collection leaves the status active and, per Stripe, the customer keeps access.
-        end = sub.period_end
-        until = None if end is None else end + config.renewal_grace_s
-    elif status == "past_due":
-        until = None if sub.past_due_since is None else sub.past_due_since + config.past_due_grace_s
-    else:
-        # A status this code does not know grants nothing: fail closed, and the worker logs it.
-        return None
-    if cancel is not None:
-        # A set end needs no grace: the customer asked to stop then. It never extends access
-        # beyond what the status grants (a cancel time after an unconfirmed renewal).
-        until = cancel if until is None else min(until, cancel)
-    return until
+        end = sub.trial_end if sub.trial_end is not None else item_end
+        return (None if end is None else end + config.renewal_grace_s), Row.TRIALING
+    if status == "active" or (status == "past_due" and sub.collection_paused):
+        # pause_collection, on an active or a past_due subscription: Stripe says the customer
+        # retains access (https://docs.stripe.com/billing/subscriptions/pause-payment): as active.
+        row = Row.PAUSE_COLLECTION if sub.collection_paused else Row.ACTIVE
+        return (None if item_end is None else item_end + config.renewal_grace_s), row
+    if status == "past_due" and past_due is not None:
+        return past_due.at + config.past_due_grace_s, Row.PAST_DUE
+    return None, Row.UNKNOWN_STATUS
+
+
+def judge(sub: Subscription, now: int, config: PolicyConfig, recorded_past_due: float | None = None) -> Verdict:
+    """One subscription against SPEC section 5's table, item by item."""
+    past_due = past_due_moment(sub, recorded_past_due, now) if sub.status == "past_due" else None
+    cancel = cancel_time(sub)
+    verdicts = []
+    for item in sub.items:
+        until, row = _status_until(sub, item, past_due, config)
+        if cancel is not None and row not in (Row.NO_ACCESS, Row.UNKNOWN_STATUS) and (until is None or cancel < until):
+            # A set end needs no grace: the customer asked to stop then. It never extends access
+            # beyond what the status grants (a cancel time after an unconfirmed renewal).
+            until, row = cancel, Row.CANCELLING
+        verdicts.append(ItemVerdict(item.id, item.product_id, row, until, until is not None and until > now))
+    return Verdict(sub.id, sub.status, tuple(verdicts), past_due)
+
+
+def access_until(sub: Subscription, config: PolicyConfig, now: int = 0) -> int | None:
+    """How long the subscription grants access (its latest item), judged by its status; None
+    when its status never grants. May lie in the past (see `grants_at`). `now` is only the
+    first sighting of a past_due subscription of which nothing else is known."""
+    return judge(sub, now, config).until
 
 
 def grants_at(sub: Subscription, now: int, config: PolicyConfig) -> int | None:
     """`access_until` when it is still in the future, else None."""
-    until = access_until(sub, config)
+    until = access_until(sub, config, now)
     return until if until is not None and until > now else None
+
+
+def _grants(verdicts: Iterable[Verdict], features_of: Mapping[str, frozenset[str]]) -> dict[str, Grant]:
+    """The union of the features of every item that grants now. When several grant one
+    feature, the one granting longest is recorded (on a tie, the smaller subscription id)."""
+    grants: dict[str, Grant] = {}
+    for verdict in verdicts:
+        for item in verdict.items:
+            if not item.grants_now or item.until is None:
+                continue
+            for feature in features_of.get(item.product_id, frozenset()):
+                held = grants.get(feature)
+                if held is None or item.until > held.valid_until or (
+                    item.until == held.valid_until and verdict.subscription_id < held.subscription_id
+                ):
+                    grants[feature] = Grant(feature, item.until, verdict.subscription_id, item.row, item.item_id)
+    return grants
 
 
 def entitlements(
@@ -116,23 +278,8 @@ def entitlements(
     now: int,
     config: PolicyConfig,
 ) -> dict[str, Grant]:
-    """The union of the features of every item of every subscription that grants now.
-
-    When several subscriptions grant one feature, the one granting longest is recorded.
-    """
-    grants: dict[str, Grant] = {}
-    for sub in subscriptions:
-        until = grants_at(sub, now, config)
-        if until is None:
-            continue
-        for item in sub.items:
-            for feature in features_of.get(item.product_id, frozenset()):
-                held = grants.get(feature)
-                if held is None or until > held.valid_until or (
-                    until == held.valid_until and sub.id < held.subscription_id
-                ):
-                    grants[feature] = Grant(feature, until, sub.id)
-    return grants
+    """The union of the features of every item of every subscription that grants now."""
+    return _grants((judge(s, now, config) for s in subscriptions), features_of)
 
 
 def user_of(facts: CustomerFacts, subscriptions: Iterable[Subscription]) -> tuple[str | None, str | None]:
@@ -146,6 +293,15 @@ def user_of(facts: CustomerFacts, subscriptions: Iterable[Subscription]) -> tupl
         if sub.metadata_user_id:
             return sub.metadata_user_id, "subscription_metadata"
     return None, None
+
+
+def user_of_gone(facts: CustomerFacts, known: Known) -> tuple[str | None, str | None]:
+    """A deleted customer's user: Stripe no longer shows its metadata, so the user recorded
+    before is kept, and the message that ends its access says whose access ended."""
+    user_id, source = user_of(facts, facts.subscriptions)
+    if user_id is None and known.user_id:
+        return known.user_id, known.user_id_source
+    return user_id, source
 
 
 def next_check(
@@ -179,14 +335,21 @@ def decide(
     features_of: Mapping[str, frozenset[str]],
     now: int,
     config: PolicyConfig,
+    *,
+    known: Known | None = None,
 ) -> Access:
-    """The whole decision for one customer at `now` (in the customer's clock)."""
+    """The whole decision for one customer at `now` (in the customer's clock, `judged_at`)."""
+    known = known or Known()
     subs = facts.subscriptions
-    user_id, source = user_of(facts, subs)
+    verdicts = tuple(judge(s, now, config, known.past_due_since.get(s.id)) for s in subs)
+    past_due_since = {v.subscription_id: v.past_due.at for v in verdicts if v.past_due is not None}
     if facts.customer is None or facts.customer.deleted:
-        # A deleted customer keeps nothing, whatever its subscriptions said; its user id stays
-        # so that consumers learn whose access ended.
-        return Access(grants={}, user_id=user_id, user_id_source=source, next_check=None)
-    grants = entitlements(subs, features_of, now, config)
+        # A deleted customer keeps nothing, whatever its subscriptions said.
+        user_id, source = user_of_gone(facts, known)
+        return Access(grants={}, user_id=user_id, user_id_source=source, next_check=None,
+                      verdicts=verdicts, past_due_since=past_due_since, customer_gone=True)
+    user_id, source = user_of(facts, subs)
+    grants = _grants(verdicts, features_of)
     return Access(grants=grants, user_id=user_id, user_id_source=source,
-                  next_check=next_check(subs, grants, now, config))
+                  next_check=next_check(subs, grants, now, config),
+                  verdicts=verdicts, past_due_since=past_due_since)

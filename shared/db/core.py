@@ -14,6 +14,8 @@ from typing import Any
 import asyncpg
 import structlog
 
+from shared import tracing
+
 log = structlog.get_logger(__name__)
 
 # Any constant will do; it only has to be the same for every process of one deployment.
@@ -56,6 +58,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
 async def _init_connection(conn: asyncpg.Connection) -> None:
     # jsonb columns in and out as Python objects.
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    tracing.watch_queries(conn)
 
 
 async def create_pool(database_url: str, *, min_size: int = 1, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:

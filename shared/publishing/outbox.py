@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared import tracing
 from shared.publishing.messages import AccessChanged
 
 OUTBOX_CHANNEL = "entitled_outbox"
@@ -16,6 +17,7 @@ OUTBOX_CHANNEL = "entitled_outbox"
 
 async def append(conn: asyncpg.Connection, message: AccessChanged) -> None:
     """Queue `message` for publishing; call inside the transaction that makes the change."""
+    tracing.outbox_appended(message.customer_id, message.version, message.id)
     await conn.execute(
         "INSERT INTO outbox (customer_id, version, message) VALUES ($1, $2, $3)",
         message.customer_id,

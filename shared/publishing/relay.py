@@ -21,6 +21,7 @@ import structlog
 from prometheus_client import Counter, Gauge
 from redis.asyncio import Redis
 
+from shared import tracing
 from shared.coordination import Keys
 from shared.publishing.outbox import OUTBOX_CHANNEL
 
@@ -96,7 +97,7 @@ class Relay:
         BACKLOG.set(len(rows))
         if not rows:
             return 0
-        async with self.redis.pipeline(transaction=False) as pipe:
+        async with tracing.publish_span(r["message"] for r in rows), self.redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 pipe.xadd(self.keys.stream, {"data": row["message"]}, maxlen=self.maxlen, approximate=True)
                 pipe.publish(self.keys.channel, row["message"])

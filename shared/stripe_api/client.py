@@ -27,6 +27,7 @@ import aiohttp
 import stripe
 from prometheus_client import Counter, Gauge, Histogram
 
+from shared import tracing
 from shared.stripe_api.ratelimit import RateLimiter
 
 REQUESTS = Counter(
@@ -102,7 +103,8 @@ class LimitedAIOHTTPClient(stripe.AIOHTTPClient):
         slot of the shared rate limit. The slot comes first so that a request waiting for
         capacity here never holds a rate-limit slot it cannot use."""
         endpoint = endpoint_of(method, url)
-        async with self._slots[endpoint]:
+        async with tracing.span("stripe.request", {"http.request.method": method, "entitled.endpoint": endpoint}), \
+                self._slots[endpoint]:
             self.in_flight[endpoint] += 1
             self.peak_in_flight[endpoint] = max(self.peak_in_flight[endpoint], self.in_flight[endpoint])
             IN_FLIGHT.labels(endpoint).inc()
@@ -131,6 +133,7 @@ class LimitedAIOHTTPClient(stripe.AIOHTTPClient):
             ) from exc
         REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
         REQUESTS.labels(endpoint, str(status)).inc()
+        tracing.note(**{"http.response.status_code": status})
         if status == 429:
             SHED.labels(endpoint, _header(rheaders, "stripe-rate-limited-reason") or "none").inc()
         return content, status, rheaders

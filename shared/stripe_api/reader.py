@@ -7,7 +7,7 @@ page) and returns plain dicts or parsed models; parsing stays in `shared/access/
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import stripe
@@ -153,17 +153,26 @@ class StripeReader:
         dict, which was most of the sweep's CPU (docs/benchmarks.md, "Reconciliation sweep")."""
         after: str | None = None
         while True:
-            page_params = {**params, "limit": PAGE}
+            page_params = dict(params)
             if after is not None:
                 page_params["starting_after"] = after
-            response = await self.client.raw_request_async("get", path, **page_params)
-            page = response.data
+            page = await self.page(path, page_params)
             objects = page.get("data") or []
             for obj in objects:
                 yield obj
             if not page.get("has_more") or not objects:
                 return
             after = str(objects[-1]["id"])
+
+    def list_all(self, path: str, params: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Every object of a list endpoint, cursor-paged (plain dicts)."""
+        return self._list_raw(path, dict(params))
+
+    async def page(self, path: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One page (100 objects) of a list endpoint, as the plain dict Stripe sent: `data`, `has_more`."""
+        response = await self.client.raw_request_async("get", path, **{**params, "limit": PAGE})
+        page: dict[str, Any] = response.data
+        return page
 
     async def all_subscriptions(self, test_clock: str | None = None) -> AsyncIterator[dict[str, Any]]:
         """Every subscription of the account, any status (the sweep). Stripe leaves out those on

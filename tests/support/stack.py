@@ -38,6 +38,7 @@ from shared.coordination import Keys
 from shared.publishing import AccessChanged
 from shared.settings import Settings
 from tests.support.redis_server import free_port
+from tests.support.stripe_requests import RECORDED, SERVICE_KEY
 
 API_KEY = "sk_test_fake"
 DAY = 86_400
@@ -233,7 +234,9 @@ async def running_stack(
     ingest_overrides: Mapping[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     log_dir = Path(tempfile.mkdtemp(prefix="entitled-e2e-"))
-    fake = FakeStripe(api_keys=(API_KEY,), settings=fake_settings, tick_interval_s=0.1)
+    # The workers use a key of their own, so that what the service asks of Stripe can be told
+    # from what the test does (tests/support/stripe_requests.py checks it at the session's end).
+    fake = FakeStripe(api_keys=(API_KEY, SERVICE_KEY), settings=fake_settings, tick_interval_s=0.1)
     async with fake.running() as running:
         ingest_port = free_port()
         ingest_url = f"http://127.0.0.1:{ingest_port}/webhooks/stripe"
@@ -256,7 +259,7 @@ async def running_stack(
         env = {
             "DATABASE_URL": database_url,
             "REDIS_URL": redis_url,
-            "STRIPE_API_KEY": API_KEY,
+            "STRIPE_API_KEY": SERVICE_KEY,
             "STRIPE_API_BASE": running.base_url,
             "STRIPE_RATE_LIMIT": "200",
             "STRIPE_ENDPOINT_RATE_LIMIT": "200",
@@ -273,6 +276,7 @@ async def running_stack(
             yield stack
         finally:
             stack.stop_workers()
+            RECORDED.extend(running.fake.requests.to_json())
             await stack.ctl.close()
             await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             await pool.close()

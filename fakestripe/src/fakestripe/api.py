@@ -26,7 +26,7 @@ from .clock import API_VERSION
 from .core import Core
 from .events import CURRENT_REQUEST
 from .expand import Resolver, expand
-from .faults import ApiFaults, RateWindow, Stats
+from .faults import ApiFaults, RateWindow, RequestLog, Stats
 from .forms import Endpoint, parse_form, parse_query
 from .lifecycle import Lifecycle
 from .webhooks import Webhooks
@@ -57,6 +57,9 @@ class Fake:
     faults: ApiFaults = field(default_factory=ApiFaults)
     stats: Stats = field(default_factory=Stats)
     rate_window: RateWindow = field(default_factory=RateWindow)
+    requests: RequestLog = field(default_factory=RequestLog)
+    # Requests in flight per endpoint ("GET /v1/customers/{id}"), for `endpoint_concurrency`.
+    in_flight: dict[str, int] = field(default_factory=dict)
     idempotency: dict[tuple[str, str], Replay] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -72,6 +75,8 @@ class Fake:
         self.faults = ApiFaults()
         self.stats.reset()
         self.rate_window.clear()
+        self.requests.clear()
+        self.in_flight.clear()
         self.idempotency.clear()
 
 
@@ -109,7 +114,8 @@ def route_template(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-def authenticate(request: web.Request, keys: set[str]) -> str:
+def presented_key(request: web.Request) -> str | None:
+    """The API key the request carries (`Bearer`, or HTTP basic with the key as user)."""
     header = request.headers.get("Authorization", "")
     key: str | None = None
     if header.startswith("Bearer "):
@@ -119,6 +125,11 @@ def authenticate(request: web.Request, keys: set[str]) -> str:
             key = base64.b64decode(header[len("Basic ") :]).decode().split(":", 1)[0]
         except (ValueError, UnicodeDecodeError):
             key = None
+    return key
+
+
+def authenticate(request: web.Request, keys: set[str]) -> str:
+    key = presented_key(request)
     if key is None or key not in keys:
         raise errors.authentication_failed(key)
     return key
@@ -218,6 +229,25 @@ async def _run_handler(
 async def _serve_api(
     fake: Fake, request: web.Request, handler: Handler, request_id: str
 ) -> web.StreamResponse:
+    """One API request, counted in flight on its endpoint while it runs."""
+    endpoint = f"{request.method} {route_template(request)}"
+    limit = fake.faults.endpoint_concurrency
+    if (
+        limit is not None
+        and fake.faults.applies_to(request.method)
+        and fake.in_flight.get(endpoint, 0) >= limit
+    ):
+        raise errors.endpoint_concurrency_limited()
+    fake.in_flight[endpoint] = fake.in_flight.get(endpoint, 0) + 1
+    try:
+        return await _serve_api_request(fake, request, handler, request_id)
+    finally:
+        fake.in_flight[endpoint] -= 1
+
+
+async def _serve_api_request(
+    fake: Fake, request: web.Request, handler: Handler, request_id: str
+) -> web.StreamResponse:
     faulted = await _apply_faults(fake, request)
     if faulted is not None:
         return faulted
@@ -242,6 +272,13 @@ async def stripe_middleware(request: web.Request, handler: Handler) -> web.Strea
     is_api = request.path.startswith(("/v1/", "/v2/"))
     if is_api:
         fake.stats.arrived()
+        fake.requests.record(
+            presented_key(request) or "",
+            request.method,
+            route_template(request),
+            request.path,
+            parse_qsl(request.query_string, keep_blank_values=True),
+        )
     response: web.StreamResponse
     try:
         if is_api:

@@ -30,7 +30,7 @@ from .invoicing import (
     sub_json,
 )
 from .store import Customer, Subscription, SubscriptionItem
-from .transitions import end_trial, interval_of, period_end
+from .transitions import end_trial, item_interval, period_end
 
 JSON = dict[str, Any]
 
@@ -162,9 +162,17 @@ class NewSubscription:
     # "charge" (allow_incomplete/error_if_incomplete), "incomplete" (default_incomplete),
     # "checkout" (created incomplete, activated once its first invoice is paid).
     flow: str = "charge"
+    billing_mode: str = "flexible"
+    collection_method: str = "charge_automatically"
+    days_until_due: int | None = None
 
 
-def check_items(core: Core, items: list[tuple[str, int]], param: str) -> None:
+def check_items(
+    core: Core, items: list[tuple[str, int]], param: str, billing_mode: str = "flexible"
+) -> None:
+    """Prices exist, are recurring and active; items of different intervals only in flexible
+    billing mode (https://docs.stripe.com/billing/subscriptions/mixed-interval: "Mixed
+    interval subscriptions must use flexible billing mode")."""
     if not items:
         raise errors.missing_parameter(param)
     intervals = set()
@@ -184,7 +192,7 @@ def check_items(core: Core, items: list[tuple[str, int]], param: str) -> None:
                 param=f"{param}[{index}][price]",
             )
         intervals.add((price.interval, price.interval_count))
-    if len(intervals) > 1:
+    if len(intervals) > 1 and billing_mode == "classic":
         raise errors.invalid_request(
             "The price specified has a different billing interval than the other prices of "
             "this subscription.",
@@ -192,14 +200,44 @@ def check_items(core: Core, items: list[tuple[str, int]], param: str) -> None:
         )
 
 
+def _check_collection(spec: NewSubscription) -> None:
+    if spec.collection_method == "send_invoice" and spec.days_until_due is None:
+        raise errors.invalid_request(
+            "Missing required param: days_until_due. It is required when collection_method is "
+            "send_invoice.",
+            param="days_until_due",
+        )
+    if spec.collection_method != "send_invoice" and spec.days_until_due is not None:
+        raise errors.invalid_request(
+            "days_until_due can only be set when collection_method is send_invoice.",
+            param="days_until_due",
+        )
+
+
+def _item_end(core: Core, price_id: str, now: int, trial_end: int | None) -> int:
+    """Each item's first period: to the trial's end, else one interval of its own price."""
+    if trial_end is not None:
+        return trial_end
+    price = core.store.prices[price_id]
+    return add_interval(now, price.interval or "month", price.interval_count)
+
+
 def create_subscription(core: Core, customer: Customer, spec: NewSubscription) -> Subscription:
+    """A new subscription. `send_invoice` ones are `active` at once, their first invoice
+    finalized an hour later and due `days_until_due` days after that
+    (https://docs.stripe.com/billing/invoices/subscription;
+    https://docs.stripe.com/api/subscriptions/object#subscription_object-collection_method:
+    "Stripe will email your customer an invoice with payment instructions and mark the
+    subscription as active")."""
     require_ready_clock(core, customer.test_clock)
-    check_items(core, spec.items, "items")
+    check_items(core, spec.items, "items", spec.billing_mode)
+    _check_collection(spec)
     now = core.now(customer.test_clock)
     price = core.store.prices[spec.items[0][0]]
-    interval, count = price.interval or "month", price.interval_count
     trialing = spec.trial_end is not None and spec.trial_end > now
-    end = spec.trial_end if trialing and spec.trial_end else add_interval(now, interval, count)
+    trial_end = spec.trial_end if trialing else None
+    ends = [_item_end(core, price_id, now, trial_end) for price_id, _ in spec.items]
+    end = min(ends)
     sub = Subscription(
         id=core.store.new_id("subscription"),
         created=now,
@@ -217,6 +255,9 @@ def create_subscription(core: Core, customer: Customer, spec: NewSubscription) -
         default_payment_method=spec.default_payment_method,
         description=spec.description,
         metadata=dict(spec.metadata),
+        billing_mode=spec.billing_mode,
+        collection_method=spec.collection_method,
+        days_until_due=spec.days_until_due,
     )
     sub.items = [
         SubscriptionItem(
@@ -225,9 +266,9 @@ def create_subscription(core: Core, customer: Customer, spec: NewSubscription) -
             price=price_id,
             quantity=quantity,
             current_period_start=now,
-            current_period_end=end,
+            current_period_end=item_end,
         )
-        for price_id, quantity in spec.items
+        for (price_id, quantity), item_end in zip(spec.items, ends, strict=True)
     ]
     for item in sub.items:
         snapshot(core.store, item)
@@ -236,15 +277,19 @@ def create_subscription(core: Core, customer: Customer, spec: NewSubscription) -
     elif spec.cancel_at is not None:
         sub.cancel_at, sub.canceled_at = spec.cancel_at, now
     pm = payment_method_for(core, sub, customer.id)
-    if spec.flow == "charge" and not trialing and pm is not None and not pm.fails:
+    sends_invoice = spec.collection_method == "send_invoice"
+    if not trialing and (sends_invoice or (spec.flow == "charge" and pm is not None and not pm.fails)):
         sub.status = "active"
     core.store.subscriptions[sub.id] = sub
     customer.currency = customer.currency or sub.currency
     emit_subscription(core, "customer.subscription.created", sub)
-    inv = build_invoice(core, sub, "subscription_create", now, end, free=trialing)
+    inv = build_invoice(core, sub, "subscription_create", now, max(ends), free=trialing)
     if trialing:
         inv.period_end = now
     emit_invoice(core, "invoice.created", inv)
+    if sends_invoice and not trialing:
+        inv.finalize_at = now + core.settings.invoice_finalize_delay_s
+        return sub
     finalize(core, inv)
     if trialing or spec.flow == "checkout" or (spec.flow == "charge" and pm is not None):
         attempt_payment(core, inv)
@@ -368,8 +413,7 @@ def change_items(core: Core, sub: Subscription, changes: list[dict[str, Any]], n
             "A subscription must have at least one active item.", param="items"
         )
     sub.items = list(items.values())
-    check_items(core, [(item.price, item.quantity) for item in sub.items], "items")
-    interval_of(core, sub)
+    check_items(core, [(item.price, item.quantity) for item in sub.items], "items", sub.billing_mode)
 
 
 def _change_item(
@@ -395,13 +439,14 @@ def _change_item(
     if item_id is None:
         if price_id is None:
             raise errors.missing_parameter(f"items[{index}][price]")
+        start, end = _new_item_period(core, sub, price_id, now)
         new = SubscriptionItem(
             id=core.store.new_id("subscription_item"),
             created=now,
             price=price_id,
             quantity=change.get("quantity", 1),
-            current_period_start=min(i.current_period_start for i in sub.items),
-            current_period_end=period_end(sub),
+            current_period_start=start,
+            current_period_end=end,
         )
         snapshot(core.store, new)
         items[new.id] = new
@@ -414,6 +459,19 @@ def _change_item(
         item.quantity = change["quantity"]
     if "metadata" in change:
         apply_metadata(item.metadata, change["metadata"])
+
+
+def _new_item_period(core: Core, sub: Subscription, price_id: str, now: int) -> tuple[int, int]:
+    """An added item joins the period of an item of the same interval (or the trial); one of
+    a new interval starts its own period now (mixed intervals, flexible billing mode)."""
+    price = core.store.prices[price_id]
+    interval = (price.interval or "month", price.interval_count)
+    same = [i for i in sub.items if item_interval(core, i) == interval]
+    if sub.status == "trialing":
+        return min(i.current_period_start for i in sub.items), period_end(sub)
+    if not same:
+        return now, add_interval(now, *interval)
+    return same[0].current_period_start, same[0].current_period_end
 
 
 def cancel_now(core: Core, sub: Subscription) -> Subscription:
@@ -440,13 +498,13 @@ def resume(core: Core, sub: Subscription) -> Subscription:
         )
     now = core.now(sub.test_clock)
     before = sub_json(core, sub)
-    interval, count = interval_of(core, sub)
-    end = add_interval(now, interval, count)
     sub.status, sub.paused_at, sub.paused_reason = "active", None, None
     sub.billing_cycle_anchor = now
     for item in sub.items:
-        item.current_period_start, item.current_period_end = now, end
+        item.current_period_start = now
+        item.current_period_end = add_interval(now, *item_interval(core, item))
         snapshot(core.store, item)
+    end = max(item.current_period_end for item in sub.items)
     inv = build_invoice(core, sub, "subscription_update", now, end)
     emit_subscription(core, "customer.subscription.updated", sub, before)
     emit_subscription(core, "customer.subscription.resumed", sub)

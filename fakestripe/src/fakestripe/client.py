@@ -214,6 +214,13 @@ class FakeStripeControl:
         result: JSON = await self._call("GET", "/_fake/stats")
         return result
 
+    async def requests(self) -> list[JSON]:
+        """Every API request so far, by shape: `[{"key", "method", "route", "params", "expand",
+        "example", "count"}]` (`route` is the template, `GET /v1/customers/{id}`)."""
+        result: JSON = await self._call("GET", "/_fake/requests")
+        out: list[JSON] = result["requests"]
+        return out
+
     async def reset_stats(self) -> None:
         await self._call("POST", "/_fake/stats/reset")
 

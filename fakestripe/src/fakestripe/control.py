@@ -362,6 +362,11 @@ async def stats(request: web.Request) -> web.Response:
     return json_response(fake_of(request).stats.to_json())
 
 
+@routes.get("/_fake/requests")
+async def requests(request: web.Request) -> web.Response:
+    return json_response({"requests": fake_of(request).requests.to_json()})
+
+
 @routes.post("/_fake/stats/reset")
 async def reset_stats(request: web.Request) -> web.Response:
     fake = fake_of(request)

@@ -102,6 +102,20 @@ def rate_limited() -> StripeError:
     )
 
 
+def endpoint_concurrency_limited() -> StripeError:
+    """429 from Stripe's concurrency limiter: too many requests in flight on one endpoint
+    (https://docs.stripe.com/rate-limits, "API limiters"). It carries
+    `Stripe-Rate-Limited-Reason: endpoint-concurrency` and, as Stripe often sends it, neither
+    `Retry-After` nor `Stripe-Should-Retry`."""
+    return StripeError(
+        429,
+        "This request was rate limited because too many concurrent requests were made to "
+        "the same endpoint. Learn more about rate limits here https://stripe.com/docs/rate-limits.",
+        code="rate_limit",
+        headers={"Stripe-Rate-Limited-Reason": "endpoint-concurrency"},
+    )
+
+
 def api_error() -> StripeError:
     return StripeError(
         500,

@@ -4,6 +4,14 @@ Stripe limits a sandbox to 25 requests per second (https://docs.stripe.com/rate-
 answers past it with 429, `code: rate_limit`; `rps_limit` models that with a sliding one-second
 window over every `/v1` and `/v2` request. `Stats` counts requests per (method, route template)
 and the busiest second seen, so a test can check a client stays under its own limit.
+
+Stripe also runs a concurrency limiter (same page, "API limiters"); `endpoint_concurrency`
+models it: a request arriving while that many are already in flight on its endpoint (method
+and route, as Stripe counts endpoints) is answered 429 with
+`Stripe-Rate-Limited-Reason: endpoint-concurrency` and no retry headers.
+
+`RequestLog` records every `/v1` and `/v2` request by key, method, route, parameter names and
+`expand` paths, so a test can check what a client asked of Stripe (`GET /_fake/requests`).
 """
 
 from __future__ import annotations
@@ -31,13 +39,15 @@ class ApiFaults:
     rate_500: float = 0.0
     rate_reset: float = 0.0
     rps_limit: float | None = None
+    endpoint_concurrency: int | None = None
     methods: frozenset[str] | None = None
     seed: int | None = None
     rng: random.Random = field(default_factory=random.Random)
 
     @classmethod
     def from_json(cls, body: JSON) -> ApiFaults:
-        known = {"latency_ms", "rate_429", "rate_500", "rate_reset", "rps_limit", "methods", "seed"}
+        known = {"latency_ms", "rate_429", "rate_500", "rate_reset", "rps_limit", "endpoint_concurrency",
+                 "methods", "seed"}
         unknown = set(body) - known
         if unknown:
             raise ValueError(f"unknown fault option(s): {', '.join(sorted(unknown))}")
@@ -63,6 +73,12 @@ class ApiFaults:
         ):
             raise ValueError("rps_limit must be a positive number or null")
         out.rps_limit = float(rps) if rps is not None else None
+        concurrency = body.get("endpoint_concurrency")
+        if concurrency is not None and (
+            not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1
+        ):
+            raise ValueError("endpoint_concurrency must be an integer >= 1 or null")
+        out.endpoint_concurrency = concurrency
         methods = body.get("methods")
         if methods is not None:
             if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
@@ -82,6 +98,7 @@ class ApiFaults:
             "rate_500": self.rate_500,
             "rate_reset": self.rate_reset,
             "rps_limit": self.rps_limit,
+            "endpoint_concurrency": self.endpoint_concurrency,
             "methods": sorted(self.methods) if self.methods is not None else None,
             "seed": self.seed,
         }
@@ -163,3 +180,27 @@ class Stats:
             "routes": {k: dict(v) for k, v in sorted(self.routes.items())},
             "since": self.started_at,
         }
+
+
+class RequestLog:
+    """Every API request, as (key, method, route, sorted parameter names, expand paths) with
+    a count and one example path: bounded by the distinct shapes of request, not their number."""
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str, str, tuple[str, ...], tuple[str, ...]], JSON] = {}
+
+    def record(self, key: str, method: str, route: str, path: str, query: list[tuple[str, str]]) -> None:
+        names = tuple(sorted({raw.split("[", 1)[0] for raw, _ in query}))
+        expands = tuple(sorted({v for k, v in query if k in ("expand[]", "expand")}))
+        entry = self.entries.setdefault(
+            (key, method, route, names, expands),
+            {"key": key, "method": method, "route": route, "params": list(names),
+             "expand": list(expands), "example": path, "count": 0},
+        )
+        entry["count"] += 1
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def to_json(self) -> list[JSON]:
+        return [dict(e) for e in self.entries.values()]

@@ -12,10 +12,18 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl
 
 from . import errors
+
+
+class _HasCreated(Protocol):
+    @property
+    def created(self) -> int: ...
+
+
+_Dated = TypeVar("_Dated", bound=_HasCreated)
 
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 _PART = re.compile(r"\[([^\[\]]*)\]")
@@ -225,6 +233,20 @@ class Range(Schema):
                 raise errors.unknown_parameter(child_name(name, key))
             out[key] = Int().coerce(item, child_name(name, key))
         return out
+
+
+def created_between(objects: Iterable[_Dated], rng: Mapping[str, int] | None) -> list[_Dated]:
+    """The objects whose `created` is in `rng`: the test of `in_range`, with its bounds worked
+    out once per request. A list endpoint filters every object of the account for each page;
+    at 100,000 objects a per-object check of every condition took a fifth of a second a page
+    (the sweep's benchmark, docs/benchmarks.md), this prefilter a few milliseconds. The
+    endpoint's other conditions then run on what is left."""
+    if not rng:
+        return list(objects)
+    far = 2**62
+    lo = max(rng.get("gte", -far), rng.get("gt", -far) + 1)
+    hi = min(rng.get("lt", far), rng.get("lte", far - 1) + 1)
+    return [o for o in objects if lo <= o.created < hi]
 
 
 def in_range(ts: int, rng: Mapping[str, int] | None) -> bool:

@@ -17,7 +17,7 @@ from . import errors, payments, shapes, shapes_billing
 from .clock import DAY_S
 from .core import Core
 from .events import SUBSCRIPTION_STATUS_THIN_TYPES, previous_attributes
-from .store import Customer, Invoice, InvoiceLine, PaymentMethod, Subscription
+from .store import Customer, Invoice, InvoiceLine, PaymentMethod, Subscription, SubscriptionItem
 
 JSON = dict[str, Any]
 
@@ -119,12 +119,15 @@ def build_invoice(
     period_end: int,
     *,
     free: bool = False,
+    items: list[SubscriptionItem] | None = None,
 ) -> Invoice:
-    """A draft invoice for the subscription's items over one period (not yet announced)."""
+    """A draft invoice for the subscription's items (or just `items`) over one period (not yet
+    announced). A `send_invoice` subscription's invoice is due `days_until_due` days after it
+    is finalized."""
     now = core.now(sub.test_clock)
     inv_id = core.store.new_id("invoice")
     lines = []
-    for item in sub.items:
+    for item in sub.items if items is None else items:
         price = core.store.prices[item.price]
         product = core.store.products.get(price.product)
         label = product.name if product else price.product
@@ -156,6 +159,8 @@ def build_invoice(
         currency=sub.currency,
         test_clock=sub.test_clock,
         subscription_metadata=dict(sub.metadata),
+        collection_method=sub.collection_method,
+        days_until_due=sub.days_until_due,
     )
     core.store.invoices[inv.id] = inv
     sub.latest_invoice = inv.id
@@ -167,6 +172,8 @@ def finalize(core: Core, inv: Invoice) -> None:
     inv.status = "open"
     inv.finalized_at = core.now(inv.test_clock)
     inv.finalize_at = None
+    if inv.collection_method == "send_invoice" and inv.amount_due > 0:
+        inv.due_date = inv.finalized_at + (inv.days_until_due or 0) * DAY_S
     if customer is not None:
         inv.number = f"{customer.invoice_prefix}-{customer.next_invoice_sequence:04d}"
         customer.next_invoice_sequence += 1
@@ -189,7 +196,7 @@ def attempt_payment(core: Core, inv: Invoice) -> bool:
     return False
 
 
-def mark_paid(core: Core, inv: Invoice, sub: Subscription | None) -> None:
+def mark_paid(core: Core, inv: Invoice, sub: Subscription | None, *, charged: bool = True) -> None:
     now = core.now(inv.test_clock)
     inv.status = "paid"
     inv.paid_at = now
@@ -197,8 +204,9 @@ def mark_paid(core: Core, inv: Invoice, sub: Subscription | None) -> None:
     inv.attempted = True
     inv.next_payment_attempt = None
     inv.auto_advance = False
-    pm = payment_method_for(core, sub, inv.customer)
-    payments.charge_for_invoice(core, inv, pm.id if pm else None)
+    if charged:
+        pm = payment_method_for(core, sub, inv.customer)
+        payments.charge_for_invoice(core, inv, pm.id if pm else None)
     emit_invoice(core, "invoice.paid", inv)
     emit_invoice(core, "invoice.payment_succeeded", inv)
     if sub is not None and sub.status in ("incomplete", "past_due", "unpaid"):
@@ -283,13 +291,19 @@ def mark_uncollectible(core: Core, inv: Invoice) -> None:
 
 
 def finalize_and_collect(core: Core, inv: Invoice) -> None:
-    """What Stripe does about an hour after a renewal invoice was created."""
+    """What Stripe does about an hour after a renewal invoice was created. A `send_invoice`
+    invoice is finalized and sent, not charged: the customer pays it by its due date
+    (https://docs.stripe.com/billing/invoices/subscription)."""
     sub = core.store.subscriptions.get(inv.subscription or "")
     if sub is not None and sub.pause_behavior == "keep_as_draft":
         inv.auto_advance = False
         inv.finalize_at = None
         return
     finalize(core, inv)
+    if inv.collection_method == "send_invoice":
+        if inv.amount_due == 0:
+            mark_paid(core, inv, sub)
+        return
     if sub is not None and sub.pause_behavior == "void":
         void(core, inv)
     elif sub is not None and sub.pause_behavior == "mark_uncollectible":
@@ -298,13 +312,33 @@ def finalize_and_collect(core: Core, inv: Invoice) -> None:
         attempt_payment(core, inv)
 
 
-def pay_manually(core: Core, inv: Invoice, pm: PaymentMethod | None) -> None:
-    """`POST /v1/invoices/{id}/pay`: charge now; a declined card answers 402."""
+def overdue(core: Core, inv: Invoice) -> None:
+    """A `send_invoice` invoice still open at its `due_date`: its subscription turns past_due
+    (https://docs.stripe.com/billing/subscriptions/overview#payment-status)."""
+    inv.overdue = True
+    sub = core.store.subscriptions.get(inv.subscription or "")
+    if sub is None or sub.status not in ("active", "trialing"):
+        return
+    before = sub_json(core, sub)
+    sub.status = "past_due"
+    sub.past_due_since = core.now(inv.test_clock)
+    emit_subscription(core, "customer.subscription.updated", sub, before)
+
+
+def pay_manually(
+    core: Core, inv: Invoice, pm: PaymentMethod | None, *, out_of_band: bool = False
+) -> None:
+    """`POST /v1/invoices/{id}/pay`: charge now (a declined card answers 402), or, with
+    `paid_out_of_band`, record a payment made outside Stripe
+    (https://docs.stripe.com/api/invoices/pay)."""
     if inv.status == "draft":
         finalize(core, inv)
     if inv.status != "open":
         raise errors.invalid_request("Invoice is already paid", code="invoice_not_open")
     sub = core.store.subscriptions.get(inv.subscription or "")
+    if out_of_band:
+        mark_paid(core, inv, sub, charged=False)
+        return
     card = pm or payment_method_for(core, sub, inv.customer)
     if inv.amount_due > 0 and card is None:
         raise errors.invalid_request(

@@ -23,7 +23,7 @@ from . import errors, shapes, transitions
 from .clock import add_interval
 from .core import Core
 from .events import CURRENT_REQUEST
-from .invoicing import attempt_payment, finalize_and_collect
+from .invoicing import attempt_payment, finalize_and_collect, overdue
 from .store import Invoice, Subscription, TestClock
 
 log = logging.getLogger("fakestripe.lifecycle")
@@ -79,6 +79,8 @@ class Lifecycle:
                 attempt_payment(core, inv)
 
             return [(inv.next_payment_attempt, 6, inv.seq, retry)]
+        if inv.status == "open" and inv.due_date is not None and not inv.overdue:
+            return [(inv.due_date, 7, inv.seq, lambda: overdue(core, inv))]
         return []
 
     def next_due(self, clock_id: str | None) -> Due | None:

@@ -34,7 +34,7 @@ from .client import FakeStripeControl
 from .clock import Settings
 from .core import Core
 from .lifecycle import Lifecycle
-from .webhooks import EndpointFaults, Webhooks
+from .webhooks import EndpointFaults, Webhooks, is_live_key
 
 DEFAULT_API_KEY = "sk_test_fake"
 
@@ -58,7 +58,9 @@ class FakeStripe:
     ) -> None:
         self.core = Core(settings, seed)
         self.lifecycle = Lifecycle(self.core)
-        self.webhooks = Webhooks(self.core, max_deliveries_in_flight)
+        # Webhook retries follow the keys' mode: live only when every key is a live one.
+        livemode = bool(api_keys) and all(is_live_key(k) for k in api_keys)
+        self.webhooks = Webhooks(self.core, max_deliveries_in_flight, livemode=livemode)
         self.fake = Fake(self.core, self.lifecycle, self.webhooks, set(api_keys))
         self.tick_interval_s = tick_interval_s
         self.base_url = ""

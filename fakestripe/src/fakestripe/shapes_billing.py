@@ -16,6 +16,11 @@ from .store import CheckoutSession, Invoice, InvoiceLine, Store, Subscription, S
 
 JSON = dict[str, Any]
 
+# A subscription embeds the first page of its items, 10 like a list's default `limit`
+# (https://docs.stripe.com/api/pagination); the rest come from `GET /v1/subscription_items`
+# (assumption on the embedded size: docs/fakestripe.md).
+EMBEDDED_ITEMS = 10
+
 
 def subscription_item(store: Store, sub: Subscription, item: SubscriptionItem) -> JSON:
     price = store.prices[item.price]
@@ -48,6 +53,14 @@ def _status_details(sub: Subscription) -> JSON | None:
     }
 
 
+def billing_mode(sub: Subscription) -> JSON:
+    """`flexible` (the default since 2025-09-30.clover) or `classic`
+    (https://docs.stripe.com/billing/subscriptions/billing-mode)."""
+    if sub.billing_mode == "flexible":
+        return {"flexible": {"proration_discounts": "included"}, "type": "flexible", "updated_at": sub.created}
+    return {"flexible": None, "type": "classic", "updated_at": None}
+
+
 def subscription(store: Store, sub: Subscription) -> JSON:
     pause = None
     if sub.pause_behavior is not None:
@@ -60,7 +73,7 @@ def subscription(store: Store, sub: Subscription) -> JSON:
         "automatic_tax": {"disabled_reason": None, "enabled": False, "liability": None},
         "billing_cycle_anchor": sub.billing_cycle_anchor,
         "billing_cycle_anchor_config": None,
-        "billing_mode": {"flexible": None, "type": "classic"},
+        "billing_mode": billing_mode(sub),
         "billing_schedules": [],
         "billing_thresholds": None,
         "cancel_at": sub.cancel_at,
@@ -71,12 +84,12 @@ def subscription(store: Store, sub: Subscription) -> JSON:
             "feedback": None,
             "reason": sub.cancellation_reason,
         },
-        "collection_method": "charge_automatically",
+        "collection_method": sub.collection_method,
         "created": sub.created,
         "currency": sub.currency,
         "customer": sub.customer,
         "customer_account": None,
-        "days_until_due": None,
+        "days_until_due": sub.days_until_due,
         "default_payment_method": sub.default_payment_method,
         "default_source": None,
         "default_tax_rates": [],
@@ -85,8 +98,9 @@ def subscription(store: Store, sub: Subscription) -> JSON:
         "ended_at": sub.ended_at,
         "invoice_settings": {"account_tax_ids": None, "issuer": {"type": "self"}},
         "items": shapes.list_object(
-            [subscription_item(store, sub, item) for item in sub.items],
+            [subscription_item(store, sub, item) for item in sub.items[:EMBEDDED_ITEMS]],
             f"/v1/subscription_items?subscription={sub.id}",
+            len(sub.items) > EMBEDDED_ITEMS,
         ),
         "latest_invoice": sub.latest_invoice,
         "livemode": False,
@@ -193,7 +207,7 @@ def invoice(store: Store, inv: Invoice) -> JSON:
         },
         "automatically_finalizes_at": inv.finalize_at if inv.status == "draft" else None,
         "billing_reason": inv.billing_reason,
-        "collection_method": "charge_automatically",
+        "collection_method": inv.collection_method,
         "created": inv.created,
         "currency": inv.currency,
         "custom_fields": None,
@@ -211,7 +225,7 @@ def invoice(store: Store, inv: Invoice) -> JSON:
         "default_tax_rates": [],
         "description": None,
         "discounts": [],
-        "due_date": None,
+        "due_date": inv.due_date,
         "effective_at": inv.finalized_at,
         "ending_balance": 0 if inv.finalized_at is not None else None,
         "footer": None,

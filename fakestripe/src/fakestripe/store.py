@@ -176,6 +176,11 @@ class Subscription:
     paused_at: int | None = None
     paused_reason: str | None = None
     past_due_since: int | None = None
+    # `flexible` by default since 2025-09-30.clover (https://docs.stripe.com/billing/subscriptions/billing-mode).
+    billing_mode: str = "flexible"
+    # `send_invoice`: Stripe emails each invoice, due `days_until_due` days after it is finalized.
+    collection_method: str = "charge_automatically"
+    days_until_due: int | None = None
 
 
 @dataclass
@@ -218,6 +223,11 @@ class Invoice:
     amount_paid: int = 0
     payment_intent: str | None = None
     subscription_metadata: dict[str, str] = field(default_factory=dict)
+    collection_method: str = "charge_automatically"
+    days_until_due: int | None = None
+    due_date: int | None = None
+    # True once the due date passed unpaid and the subscription was moved to past_due.
+    overdue: bool = False
 
     @property
     def amount_due(self) -> int:

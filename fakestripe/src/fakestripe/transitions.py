@@ -14,6 +14,14 @@ emits the events Stripe documents for it, in this order:
   an hour later `invoice.finalized`, then `invoice.paid` + `invoice.payment_succeeded`, or
   `invoice.payment_failed` + `customer.subscription.updated` (-> past_due).
 - cancel_at reached: `customer.subscription.deleted`.
+- `send_invoice`: a renewal invoice is finalized (not charged) an hour after the boundary, with
+  `due_date` = finalization + `days_until_due`; unpaid at its due date, the subscription turns
+  `past_due` (`customer.subscription.updated`)
+  (https://docs.stripe.com/billing/subscriptions/overview#payment-status: "subscriptions with
+  collection_method=send_invoice ... become past_due if the invoice isn't paid by its due date").
+- flexible billing mode: each item renews at its own `current_period_end`; items whose periods
+  end together share one invoice, others get their own
+  (https://docs.stripe.com/billing/subscriptions/mixed-interval).
 - incomplete for 23 hours: `customer.subscription.deleted` (-> incomplete_expired), `invoice.voided`.
 
 Sources: https://docs.stripe.com/billing/subscriptions/trials,
@@ -35,16 +43,27 @@ from .invoicing import (
     sub_json,
     void,
 )
-from .store import Subscription
+from .store import Subscription, SubscriptionItem
 
 
-def interval_of(core: Core, sub: Subscription) -> tuple[str, int]:
-    price = core.store.prices[sub.items[0].price]
+def item_interval(core: Core, item: SubscriptionItem) -> tuple[str, int]:
+    price = core.store.prices[item.price]
     return price.interval or "month", price.interval_count
 
 
+def interval_of(core: Core, sub: Subscription) -> tuple[str, int]:
+    """The shortest interval among the subscription's items."""
+    return min(
+        (item_interval(core, item) for item in sub.items),
+        key=lambda ic: add_interval(0, ic[0], ic[1]),
+    )
+
+
 def period_end(sub: Subscription) -> int:
-    return max(item.current_period_end for item in sub.items)
+    """The earliest item's `current_period_end`: the next renewal, and what
+    `cancel_at_period_end` cancels at when items' periods differ (assumption,
+    docs/fakestripe.md)."""
+    return min(item.current_period_end for item in sub.items)
 
 
 def trial_will_end(core: Core, sub: Subscription) -> None:
@@ -72,25 +91,29 @@ def end_trial(core: Core, sub: Subscription) -> None:
 
 
 def start_new_period(core: Core, sub: Subscription, start: int, *, from_trial: bool) -> None:
-    """Move the items to the period starting at `start` and open its (draft) invoice."""
+    """Move the items whose period ends at `start` (all of them at a trial's end) to their next
+    period and open its (draft) invoice, for those items only."""
     before = sub_json(core, sub)
-    interval, count = interval_of(core, sub)
     if from_trial:
         sub.status = "active"
         sub.trial_end = min(sub.trial_end or start, start)
         sub.billing_cycle_anchor = start
-        end = add_interval(start, interval, count)
-    else:
-        end = next_period_end(sub.billing_cycle_anchor, interval, count, start)
-    for item in sub.items:
+    due = [item for item in sub.items if from_trial or item.current_period_end <= start]
+    for item in due:
+        interval, count = item_interval(core, item)
+        if from_trial:
+            end = add_interval(start, interval, count)
+        else:
+            end = next_period_end(sub.billing_cycle_anchor, interval, count, start)
         item.current_period_start = start
         item.current_period_end = end
         # Product feature changes reach existing subscriptions at the next period
         # (https://docs.stripe.com/billing/entitlements).
         snapshot(core.store, item)
     if sub.cancel_at_period_end:
-        sub.cancel_at = end
-    inv = build_invoice(core, sub, "subscription_cycle", start, end)
+        sub.cancel_at = period_end(sub)
+    end = max(item.current_period_end for item in due)
+    inv = build_invoice(core, sub, "subscription_cycle", start, end, items=due)
     inv.period_start, inv.period_end = before_period(before, start), start
     inv.finalize_at = start + core.settings.invoice_finalize_delay_s
     emit_subscription(core, "customer.subscription.updated", sub, before)

@@ -41,9 +41,16 @@ log = logging.getLogger("fakestripe.webhooks")
 JSON = dict[str, Any]
 
 # Stripe retries failed live-mode deliveries "for up to three days with an exponential back
-# off" (https://docs.stripe.com/webhooks#automatic-retries); the exact intervals are not
-# published. These approximate them (seconds after the previous attempt).
+# off", and in a sandbox (test mode) "three times over a few hours"
+# (https://docs.stripe.com/webhooks#automatic-retries); the exact intervals are not published.
+# These approximate them (seconds after the previous attempt); which one applies follows the
+# mode of the fake's API keys (`sk_live_`/`rk_live_`: live).
 STRIPE_RETRY_SCHEDULE_S = (60.0, 300.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 57600.0, 86400.0)
+TEST_MODE_RETRY_SCHEDULE_S = (60.0, 3600.0, 10800.0)
+
+
+def is_live_key(key: str) -> bool:
+    return key.startswith(("sk_live_", "rk_live_"))
 
 
 def _number_or_range(value: Any, name: str) -> tuple[float, float]:
@@ -100,7 +107,7 @@ FAULT_PARSERS: dict[str, Callable[[Any, str], Any]] = {
     "shuffle_window_s": lambda v, n: _number_or_range(v, n)[1],
     "retry": _flag,
     "retry_backoff_scale": lambda v, n: _number_or_range(v, n)[0],
-    "retry_schedule_s": _schedule,
+    "retry_schedule_s": lambda v, n: None if v is None else _schedule(v, n),
     "max_in_flight": _positive_int,
     # A zero timeout would fail every delivery before it is sent.
     "timeout_s": lambda v, n: max(0.01, _number_or_range(v, n)[0]),
@@ -117,7 +124,8 @@ class EndpointFaults:
     drop_rate: float = 0.0
     retry: bool = True
     retry_backoff_scale: float = 0.01
-    retry_schedule_s: tuple[float, ...] = STRIPE_RETRY_SCHEDULE_S
+    # None: the schedule of the keys' mode (TEST_MODE_RETRY_SCHEDULE_S or STRIPE_RETRY_SCHEDULE_S).
+    retry_schedule_s: tuple[float, ...] | None = None
     max_in_flight: int = 1
     timeout_s: float = 10.0
     seed: int | None = None
@@ -141,7 +149,7 @@ class EndpointFaults:
             "drop_rate": self.drop_rate,
             "retry": self.retry,
             "retry_backoff_scale": self.retry_backoff_scale,
-            "retry_schedule_s": list(self.retry_schedule_s),
+            "retry_schedule_s": None if self.retry_schedule_s is None else list(self.retry_schedule_s),
             "max_in_flight": self.max_in_flight,
             "timeout_s": self.timeout_s,
             "seed": self.seed,
@@ -179,8 +187,9 @@ def signature_header(body: bytes, secrets: list[str], timestamp: int) -> str:
 
 
 class Webhooks:
-    def __init__(self, core: Core, max_in_flight_total: int = 32) -> None:
+    def __init__(self, core: Core, max_in_flight_total: int = 32, *, livemode: bool = False) -> None:
         self.core = core
+        self.livemode = livemode
         self.endpoints: dict[str, EndpointState] = {}
         self.records: list[JSON] = []
         self.dropped: list[JSON] = []
@@ -379,11 +388,16 @@ class Webhooks:
         if ok:
             event.pending_webhooks = max(0, event.pending_webhooks - 1)
             return
-        schedule = state.faults.retry_schedule_s
+        schedule = self.retry_schedule(state.faults)
         if state.faults.retry and delivery.attempt <= len(schedule):
             delay = schedule[delivery.attempt - 1] * state.faults.retry_backoff_scale
             record["next_retry_in_s"] = delay
             self._push(state, Delivery(event, delivery.attempt + 1, delivery.duplicate), delay)
+
+    def retry_schedule(self, faults: EndpointFaults) -> tuple[float, ...]:
+        if faults.retry_schedule_s is not None:
+            return faults.retry_schedule_s
+        return STRIPE_RETRY_SCHEDULE_S if self.livemode else TEST_MODE_RETRY_SCHEDULE_S
 
     # Observation ---------------------------------------------------------------------------
 

@@ -1,0 +1,68 @@
+"""The policy's "why" in sentences a support person can read (contract: the policy, "Why").
+
+Pure: it only words what `decide` returned (its `Verdict`s and `Grant`s). Times are shifted by
+`offset_s` to the wall clock, as the view stores them (a test-clock customer is judged at the
+clock's time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+from shared.access.policy import Access, Row, Verdict
+
+_PAST_DUE_FROM = {
+    "invoice_due_date": "the unpaid invoice's due date",
+    "invoice_finalized": "the unpaid invoice's finalization",
+    "recorded": "as first recorded",
+    "first_seen": "first seen past_due",
+    "given": "as given",
+}
+
+
+def when(seconds: float | None) -> str:
+    """`2026-12-08 14:00 UTC`, or `for ever` for a grant without end."""
+    if seconds is None:
+        return "for ever"
+    try:
+        return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError):
+        return "for ever"
+
+
+def _verdict(v: Verdict, features_by_item: Mapping[str, list[str]], offset_s: float) -> str:
+    parts: list[str] = []
+    for item in v.items:
+        features = ", ".join(sorted(features_by_item.get(item.item_id, [])))
+        if item.grants_now:
+            # A feature two items grant is credited to the one granting longer.
+            what = features or "nothing more (its features come longer from another item, or it has none)"
+            parts.append(f"{item.item_id} ({item.product_id}) grants {what} until "
+                         f"{when(None if item.until is None else item.until + offset_s)} [{item.row.value}]")
+        elif item.row in (Row.NO_ACCESS, Row.UNKNOWN_STATUS):
+            parts.append(f"{item.item_id} ({item.product_id}) grants nothing: status {v.status} [{item.row.value}]")
+        else:
+            ended = when(None if item.until is None else item.until + offset_s)
+            parts.append(f"{item.item_id} ({item.product_id}) granted until {ended}, which has passed "
+                         f"[{item.row.value}]")
+    line = f"{v.subscription_id} is {v.status}: " + ("; ".join(parts) if parts else "no items")
+    if v.past_due is not None:
+        line += (f" (past_due since {when(v.past_due.at + offset_s)}, "
+                 f"{_PAST_DUE_FROM.get(v.past_due.source, v.past_due.source)})")
+    return line
+
+
+def sentences(access: Access, offset_s: float = 0.0) -> list[str]:
+    """One sentence per subscription the decision weighed, then one for the user."""
+    features_by_item: dict[str, list[str]] = {}
+    for grant in access.grants.values():
+        if grant.item_id is not None:
+            features_by_item.setdefault(grant.item_id, []).append(grant.feature)
+    lines = [_verdict(v, features_by_item, offset_s) for v in access.verdicts]
+    if access.customer_gone:
+        lines.append("Stripe no longer knows the customer (deleted): nothing is granted")
+    elif not access.verdicts:
+        lines.append("no subscriptions: nothing is granted")
+    lines.append(f"user {access.user_id} (from {access.user_id_source})" if access.user_id else "no user id known")
+    return lines

@@ -1,0 +1,37 @@
+"""Where a sync takes the Checkout Session's user from (worker/sync.py `checkout_user_plan`,
+issue 20): a request only when no signed event of the burst already names it."""
+
+from __future__ import annotations
+
+from shared.access import Known
+from shared.coordination import AcceptedEvent, Run, Unit
+from worker.sync import checkout_user_plan
+
+NEW = Known()
+KNOWN = Known(user_id="u_1", user_id_source="checkout_session")
+
+
+def run(*events: AcceptedEvent, reason: str = "customer.subscription.created") -> Run:
+    return Run(Unit.customer("cus_1"), "job", "token", 1, False, 0, reason, tuple(events))
+
+
+def checkout(ref: str | None) -> AcceptedEvent:
+    return AcceptedEvent.now("evt_c", "checkout.session.completed", "webhook", 1, client_reference_id=ref)
+
+
+SUB = AcceptedEvent.now("evt_s", "customer.subscription.created", "webhook", 1)
+
+
+def test_a_first_purchase_burst_naming_its_user_reads_no_session() -> None:
+    assert checkout_user_plan(run(SUB, checkout("u_9")), NEW) == ("u_9", False)
+
+
+def test_the_sessions_are_read_when_nothing_names_the_user() -> None:
+    assert checkout_user_plan(run(SUB), NEW) == (None, True)  # the checkout webhook may be lost
+    assert checkout_user_plan(run(SUB, checkout("")), NEW) == (None, True)
+    assert checkout_user_plan(run(SUB, checkout(None)), KNOWN) == (None, True)  # a thin event
+    assert checkout_user_plan(run(checkout("u_9"), reason="api.sync"), NEW) == (None, True)
+
+
+def test_a_steady_state_sync_reads_no_session() -> None:
+    assert checkout_user_plan(run(SUB), KNOWN) == ("u_1", False)
