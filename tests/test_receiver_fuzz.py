@@ -6,11 +6,19 @@ garbage, wrong methods, paths, content types and content encodings.
 Invariants, for every request: no 5xx (503 only while Redis is down); the server keeps
 answering; and nothing is written to Redis (no arq job, no unit, no event list, no seen key)
 unless the answer is a plain `200 {"received": true}` for a real, routable event.
+
+Issue 18 added: the app is served as `python -m ingest` serves it (`ServedApp`), every answer
+is without a `Server:` banner and every refusal is a JSON error; signed events with fields of
+the wrong shape (ids with control characters or of any length, fields nested up to 1,000 levels,
+hints of any size); and raw request heads an HTTP client would not send (bad framing, bad
+encodings, control characters, oversized headers), whose answers never echo the request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +26,7 @@ import orjson
 import pytest
 import redis.asyncio
 from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.web import Application
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +36,7 @@ from shared.settings import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.aio import aw
 from tests.support.redis_server import RedisServer
+from tests.support.served import ServedApp, raw_exchange, split_response
 from tests.support.webhooks import body_of, event, sign, subscription
 
 FUZZ = settings(max_examples=150, deadline=None,
@@ -104,9 +114,13 @@ content_types = st.sampled_from(["application/json", "application/json; charset=
 content_encodings = st.sampled_from([None, "gzip", "deflate", "br", "identity", "x-unknown"])
 
 
+def served(app: Application) -> TestServer:
+    return ServedApp(app)
+
+
 @pytest.fixture
 async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(create_app(settings))) as c:
+    async with TestClient(served(create_app(settings))) as c:
         yield c
 
 
@@ -129,7 +143,14 @@ async def post(client: TestClient[Any, Any], body: bytes, signature: str | None,
     if encoding is not None:
         headers["Content-Encoding"] = encoding
     resp = await client.request(method, path, data=body, headers=headers)
-    return resp.status, await resp.read()
+    answer = await resp.read()
+    assert "Server" not in resp.headers, (method, path, resp.status)
+    if resp.status >= 400 and method != "HEAD":
+        assert resp.content_type == "application/json", (resp.status, answer[:200])
+        assert orjson.loads(answer)["error"]["reason"]
+        if signature is not None and len(signature) >= 16:
+            assert signature.encode() not in answer, "the answer echoes the request"
+    return resp.status, answer
 
 
 async def check(client: TestClient[Any, Any], r: redis.asyncio.Redis, status: int, answer: bytes, body: bytes) -> None:
@@ -244,7 +265,7 @@ async def down_client(database_url: str) -> AsyncIterator[TestClient[Any, Any]]:
     settings = Settings(redis_url=server.url, database_url=database_url, stripe_webhook_secret=[WEBHOOK_SECRET],
                         stripe_api_key="sk_test_x")
     try:
-        async with TestClient(TestServer(create_app(settings))) as c:
+        async with TestClient(served(create_app(settings))) as c:
             server.stop()
             yield c
             server.start()
@@ -268,3 +289,116 @@ async def test_body_that_does_not_decode_is_a_400(
         assert orjson.loads(answer)["error"]["reason"] == "unreadable_body"
     assert await redis_client.dbsize() == 0
     assert (await client.get("/healthz")).status == 200
+
+
+# --- issue 18: signed events with fields of the wrong shape ---------------------------------------
+
+NESTED = "<nested>"
+control_texts = st.text(alphabet=st.characters(max_codepoint=0x2FFF), min_size=1, max_size=20).filter(
+    lambda t: not t.isprintable())
+shaped_wrong = st.one_of(
+    st.just(NESTED),
+    control_texts.map(lambda t: "evt_" + t),
+    control_texts.map(lambda t: "cus_" + t),
+    st.integers(256, 6000).map(lambda n: "evt_" + "a" * n),
+    st.integers(256, 6000).map(lambda n: "cus_" + "a" * n),
+    st.sampled_from(["", "evt_", "_", "evt__x", "EVT_1", "evt_ä", "evt_1:2", "internal:events", "__events__"]),
+    json_values,
+)
+
+
+@st.composite
+def wrongly_shaped_events(draw: st.DrawFn) -> bytes:
+    """A real event (snapshot or checkout, with a hint) with one field Stripe could never send."""
+    kind = draw(st.sampled_from(["subscription", "checkout"]))
+    if kind == "subscription":
+        e = event("customer.subscription.updated", subscription("cus_fuzzshape"))
+    else:
+        e = event("checkout.session.completed", {"id": "cs_test_fuzz", "object": "checkout.session",
+                                                 "customer": "cus_fuzzshape", "status": "complete",
+                                                 "client_reference_id": "u_1"})
+    path = draw(st.sampled_from([("id",), ("type",), ("created",), ("data", "object", "customer"),
+                                 ("data", "object", "id"), ("data", "object", "client_reference_id")]))
+    target = e
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = draw(shaped_wrong)
+    body = orjson.dumps(e)
+    depth = draw(st.integers(1, 1000))
+    return body.replace(orjson.dumps(NESTED), b'{"x":' * depth + b"1" + b"}" * depth)
+
+
+def well_shaped(body: bytes) -> bool:
+    """Whether a body of `wrongly_shaped_events` came out valid after all (a JSON value that
+    happens to be a Stripe id, a hint that is printable and short...)."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(parsed, dict) and routable(body)
+
+
+@FUZZ
+@given(body=wrongly_shaped_events())
+async def test_signed_events_with_fields_of_the_wrong_shape_are_refused(
+    client: TestClient[Any, Any], redis_client: redis.asyncio.Redis, body: bytes
+) -> None:
+    """Issue 18 item 1: a signed event with an id, type, `created` or hint Stripe would never
+    send (control characters, any length, nested up to 1,000 levels) is a JSON 4xx or an
+    acknowledged no-op, never a 5xx, and queues nothing unless it is in fact well-formed."""
+    status, answer = await post(client, body, sign(body, [WEBHOOK_SECRET]))
+    assert status < 500, (status, answer[:300])
+    if status == 200 and orjson.loads(answer) == {"received": True}:
+        assert well_shaped(body)
+    await check(client, redis_client, status, answer, body)
+
+
+# --- issue 18: request heads no HTTP client would send --------------------------------------------
+
+MARKER = "M" + uuid.uuid4().hex
+header_bytes = st.binary(min_size=0, max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+raw_headers = st.lists(st.one_of(
+    st.sampled_from([b"Content-Encoding: br", b"Content-Encoding: gzip", b"Content-Encoding: x-unknown",
+                     b"Content-Encoding: gzip, br", b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip",
+                     b"Transfer-Encoding: chunked, chunked", b"Content-Length: 5", b"Content-Length: -1",
+                     b"Content-Length: 99999999999999999999", b"Content-Length: 1, 2", b"Content-Length: 0x10",
+                     b"Expect: 100-continue", b"Connection: upgrade", b"Upgrade: h2c", b"Host:",
+                     b"Content-Type: application/json"]),
+    st.integers(1, 20_000).map(lambda n: b"Stripe-Signature: t=1," + MARKER.encode() + b"a" * n),
+    st.integers(1, 300).map(lambda n: b"X-Many: " + MARKER.encode() + b"\r\nX-Many: y" * n),
+    header_bytes.map(lambda b: b"X-" + MARKER.encode() + b": " + b),
+    header_bytes.map(lambda b: MARKER.encode() + b + b": v"),
+), max_size=6)
+request_lines = st.sampled_from([b"POST /webhooks/stripe HTTP/1.1", b"POST /webhooks/stripe HTTP/1.0",
+                                 b"GET /healthz HTTP/1.1", b"POST /webhooks/stripe HTTP/9.9",
+                                 b"POST /webhooks/stripe", b"POST  /webhooks/stripe HTTP/1.1",
+                                 b"POST /webhooks/stripe?" + MARKER.encode() + b" HTTP/1.1",
+                                 b"P\x00ST /webhooks/stripe HTTP/1.1", MARKER.encode() + b" / HTTP/1.1"])
+
+
+@settings(max_examples=100, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(line=request_lines, headers=raw_headers, body=st.binary(max_size=200))
+async def test_raw_request_heads_answer_json_without_echo(
+    client: TestClient[Any, Any], redis_client: redis.asyncio.Redis, line: bytes, headers: list[bytes], body: bytes
+) -> None:
+    """Issue 18 item 4: whatever the head (bad framing, encodings aiohttp cannot decode, control
+    characters, oversized or too many headers), an answer, when the server gives one, is JSON,
+    never a 5xx, never has a `Server:` banner, never echoes a byte of the request; nothing is
+    queued; and the server keeps answering."""
+    assert client.port is not None
+    request = b"\r\n".join([line, b"Host: x", *headers]) + b"\r\n\r\n" + body
+    # A head that announces a body never sent gets no answer: read for a second, then move on.
+    raw = await raw_exchange(client.port, request, timeout_s=1)
+    assert MARKER.encode() not in raw, raw[:300]
+    raw = raw.removeprefix(b"HTTP/1.1 100 Continue\r\n\r\n")
+    if raw:
+        status, response_headers, answer = split_response(raw)
+        assert status < 500, raw[:300]
+        assert "server" not in response_headers
+        if answer:
+            assert response_headers.get("content-type", "").startswith("application/json"), raw[:300]
+            orjson.loads(answer)
+    assert await redis_client.dbsize() == 0
+    assert (await client.get("/healthz")).status == 200
+    await asyncio.sleep(0)
