@@ -1,0 +1,140 @@
+"""The operator console's sign-in and guard (docs/contract.md §11), with aiohttp's test client
+against this test's own Postgres and Redis: no cookie, an expired or forged cookie and a bad
+CSRF token are refused; sign-in attempts are rate-limited and logged with the token's name."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
+
+from api.app import create_app
+from api.console.guard import COOKIE, SIGN_IN_LIMIT
+from api.console.session import Signer
+from shared.settings import Settings
+
+SECRET = "console-test-secret-0123456789"
+TOKENS = {"support": SECRET, "app": "another-secret-abcdefghij"}
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(settings.model_copy(update={"api_tokens": TOKENS}))
+    async with TestClient(TestServer(app)) as c:
+        yield c
+
+
+async def sign_in(client: TestClient[Any, Any], secret: str = SECRET) -> Any:
+    return await client.post("/console/sign-in", data={"secret": secret, "next": "/console/overview"},
+                             allow_redirects=False)
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, "the page has a form with a CSRF token"
+    return found.group(1)
+
+
+async def test_pages_need_a_session(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/console/", allow_redirects=False)
+    assert resp.status == 303
+    assert resp.headers["Location"].startswith("/console/sign-in?next=/console/")
+    resp = await client.post("/console/customers/cus_x/resync", data={"csrf": "x"}, allow_redirects=False)
+    assert resp.status == 403
+
+
+async def test_sign_in_sets_a_strict_httponly_expiring_cookie(client: TestClient[Any, Any]) -> None:
+    with capture_logs() as logs:
+        resp = await sign_in(client)
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/console/overview"
+    header = resp.headers["Set-Cookie"]
+    assert "HttpOnly" in header
+    assert "SameSite=Strict" in header
+    assert re.search(r"Max-Age=\d+", header)
+    assert "Path=/console" in header
+    assert SECRET not in header
+    signed = [e for e in logs if e["event"] == "console.sign_in"]
+    assert [(e["outcome"], e["token"]) for e in signed] == [("signed_in", "support")]
+    page = await client.get("/console/")
+    assert page.status == 200
+    assert "signed in as" in await page.text()
+
+
+async def test_a_wrong_secret_is_refused_and_logged(client: TestClient[Any, Any]) -> None:
+    with capture_logs() as logs:
+        resp = await sign_in(client, "not-a-secret")
+    assert resp.status == 401
+    assert COOKIE not in resp.cookies
+    assert [(e["outcome"], e["token"]) for e in logs if e["event"] == "console.sign_in"] == [("refused", "-")]
+
+
+async def test_sign_in_attempts_are_rate_limited(client: TestClient[Any, Any]) -> None:
+    for _ in range(SIGN_IN_LIMIT):
+        assert (await sign_in(client, "wrong")).status == 401
+    with capture_logs() as logs:
+        resp = await sign_in(client)  # even the right secret, once the limit is reached
+    assert resp.status == 429
+    assert resp.headers["Retry-After"] == "60"
+    assert [e["outcome"] for e in logs if e["event"] == "console.sign_in"] == ["rate_limited"]
+
+
+async def test_an_expired_or_forged_cookie_is_refused(client: TestClient[Any, Any]) -> None:
+    signer = Signer(TOKENS)
+    expired, _ = signer.issue("support", time.time() - 10, ttl_s=5)
+    forged, _ = Signer({"support": "guessed-secret-0000000000"}).issue("support", time.time())
+    for cookie in (expired, forged, expired.split(".")[0] + ".AAAA", "garbage"):
+        client.session.cookie_jar.clear()
+        client.session.cookie_jar.update_cookies({COOKIE: cookie})
+        resp = await client.get("/console/", allow_redirects=False)
+        assert resp.status == 303, cookie
+    good, _ = signer.issue("support", time.time())
+    client.session.cookie_jar.update_cookies({COOKIE: good})
+    assert (await client.get("/console/", allow_redirects=False)).status == 200
+
+
+async def test_a_session_ends_with_its_token(settings: Settings) -> None:
+    cookie, _ = Signer(TOKENS).issue("support", time.time())
+    app = create_app(settings.model_copy(update={"api_tokens": {"app": TOKENS["app"]}}))
+    async with TestClient(TestServer(app)) as c:
+        c.session.cookie_jar.update_cookies({COOKIE: cookie})
+        assert (await c.get("/console/", allow_redirects=False)).status == 303
+
+
+async def test_changing_forms_need_the_csrf_token(client: TestClient[Any, Any]) -> None:
+    assert (await sign_in(client)).status == 303
+    token = csrf_of(await (await client.get("/console/")).text())
+    for bad in ("", "x" * len(token), csrf_of_other_session()):
+        resp = await client.post("/console/sign-out", data={"csrf": bad}, allow_redirects=False)
+        assert resp.status == 403, bad
+        assert "CSRF" in await resp.text()
+    resp = await client.post("/console/sign-out", data={"csrf": token}, allow_redirects=False)
+    assert resp.status == 303
+    assert (await client.get("/console/", allow_redirects=False)).status == 303
+
+
+def csrf_of_other_session() -> str:
+    signer = Signer(TOKENS)
+    _, session = signer.issue("support", time.time())
+    return signer.csrf(session)
+
+
+async def test_next_never_leaves_the_console(client: TestClient[Any, Any]) -> None:
+    for target in ("//evil.example/", "https://evil.example/", "/v1/access", "/console\\x"):
+        resp = await client.post("/console/sign-in", data={"secret": SECRET, "next": target},
+                                 allow_redirects=False)
+        assert resp.headers["Location"] == "/console/", target
+
+
+async def test_search_of_nobody_and_an_unknown_customer(client: TestClient[Any, Any]) -> None:
+    assert (await sign_in(client)).status == 303
+    page = await client.get("/console/", params={"q": "nobody@example.com"})
+    assert "No customer has that" in await page.text()
+    assert (await client.get("/console/customers/cus_unknown")).status == 404
+    assert (await client.get("/console/failed")).status == 200
+    assert (await client.get("/console/overview")).status == 200
