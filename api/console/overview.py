@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -123,6 +124,15 @@ async def figures(deps: Services, rate_per_s: float) -> dict[str, Any]:
     }
 
 
+STREAMS = web.AppKey("console_streams", weakref.WeakSet[asyncio.Task[Any]])
+
+
+async def end_streams(app: web.Application) -> None:
+    """On shutdown: a live overview never ends by itself, so it would hold the shutdown up."""
+    for task in list(app[STREAMS]):
+        task.cancel()
+
+
 @guarded
 async def overview_page(request: web.Request) -> web.StreamResponse:
     found = await figures(services(request), request.app[SETTINGS].stripe_rate_limit)
@@ -134,6 +144,9 @@ async def live(request: web.Request) -> web.StreamResponse:
     """Server-sent events: `overview` with the rendered parts, every REFRESH_S."""
     deps = services(request)
     rate = request.app[SETTINGS].stripe_rate_limit
+    task = asyncio.current_task()
+    if task is not None:
+        request.app[STREAMS].add(task)
     async with sse_response(request) as stream:
         with contextlib.suppress(ConnectionResetError):
             while stream.is_connected():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -25,6 +26,8 @@ def setup(app: web.Application) -> None:
                                trim_blocks=True, lstrip_blocks=True, filters=formats.FILTERS)
     env.globals["static"] = lambda name: str(app.router[STATIC].url_for(filename=name))
     app[guard.SIGNER] = Signer(app[SETTINGS].api_tokens)
+    app[overview.STREAMS] = weakref.WeakSet()
+    app.on_shutdown.append(overview.end_streams)
     root = guard.ROOT
     app.router.add_get(root, _home)
     app.router.add_get(f"{root}/sign-in", guard.sign_in_form)
