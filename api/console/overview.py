@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,12 +123,13 @@ async def figures(deps: Services, rate_per_s: float) -> dict[str, Any]:
     }
 
 
-STREAMS = web.AppKey("console_streams", weakref.WeakSet[asyncio.Task[Any]])
+STREAMS = web.AppKey("console_streams", set[asyncio.Task[Any]])
 
 
 async def end_streams(app: web.Application) -> None:
     """On shutdown: a live overview never ends by itself, so it would hold the shutdown up."""
-    for task in list(app[STREAMS]):
+    streams: set[asyncio.Task[Any]] = app[STREAMS]
+    for task in list(streams):
         task.cancel()
 
 
@@ -147,12 +147,16 @@ async def live(request: web.Request) -> web.StreamResponse:
     task = asyncio.current_task()
     if task is not None:
         request.app[STREAMS].add(task)
-    async with sse_response(request) as stream:
-        with contextlib.suppress(ConnectionResetError):
-            while stream.is_connected():
-                found = await figures(deps, rate)
-                parts = {name: aiohttp_jinja2.render_string(f"parts/{name}.html", request, {"f": found})
-                         for name in ("figures", "chart", "latest")}
-                await stream.send(orjson.dumps(parts).decode(), event="overview")
-                await asyncio.sleep(REFRESH_S)
-    return stream
+    try:
+        async with sse_response(request) as stream:
+            with contextlib.suppress(ConnectionResetError):
+                while stream.is_connected():
+                    found = await figures(deps, rate)
+                    parts = {name: aiohttp_jinja2.render_string(f"parts/{name}.html", request, {"f": found})
+                             for name in ("figures", "chart", "latest")}
+                    await stream.send(orjson.dumps(parts).decode(), event="overview")
+                    await asyncio.sleep(REFRESH_S)
+        return stream
+    finally:
+        if task is not None:
+            request.app[STREAMS].discard(task)

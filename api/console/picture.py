@@ -19,7 +19,7 @@ ROW_H = 22
 AXIS_H = 26
 MARKS_H = 26
 TICKS = 6
-MIN_RANGE = timedelta(seconds=60)
+MIN_RANGE = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,11 @@ def layout(spans: Spans, marks: Sequence[MarkAt], now: datetime) -> Picture:
 
     rows: list[Row] = []
     y = float(AXIS_H)
-    for source in sorted({b.source_id for b in spans.bands}):
+    # Subscriptions in the order they first appeared, then the features by name.
+    first_seen: dict[str, datetime] = {}
+    for band in spans.bands:
+        first_seen[band.source_id] = min(band.start, first_seen.get(band.source_id, band.start))
+    for source in sorted(first_seen, key=lambda s: (first_seen[s], s)):
         rects = [rect(b.start, b.end, b.status, f"{source}: {b.status} {b.start:%Y-%m-%d %H:%M:%S} → {b.end:%Y-%m-%d %H:%M:%S}")
                  for b in spans.bands if b.source_id == source]
         rows.append(Row(y, source, "band", rects))

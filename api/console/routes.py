@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -26,7 +25,7 @@ def setup(app: web.Application) -> None:
                                trim_blocks=True, lstrip_blocks=True, filters=formats.FILTERS)
     env.globals["static"] = lambda name: str(app.router[STATIC].url_for(filename=name))
     app[guard.SIGNER] = Signer(app[SETTINGS].api_tokens)
-    app[overview.STREAMS] = weakref.WeakSet()
+    app[overview.STREAMS] = set()
     app.on_shutdown.append(overview.end_streams)
     root = guard.ROOT
     app.router.add_get(root, _home)
