@@ -207,6 +207,10 @@ async def test_overview_updates_live_and_a_missing_cookie_is_refused(
         assert await run(lambda: driver.execute_script("return window.stillTheSamePage === true;"))
         state = await run(lambda: driver.find_element(By.ID, "live-state").get_attribute("data-state"))
         assert state == "live"
+        # the parts sent live link where the page's own did
+        href = await run(lambda: driver.execute_script(
+            "return document.querySelector('#fig-failed a').getAttribute('href');"))
+        assert href == "/console/failed"
         await run(lambda: shots(driver, "overview"))
         # the cookie is gone (or expired: the browser drops it): back to the sign-in page
         await run(driver.delete_all_cookies)

@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import sse_response
 
-from api.console.guard import guarded, render
+from api.console.guard import ROOT, guarded, render
 from api.context import DB_TIMEOUT_S, SETTINGS, services
 from shared.bootstrap import Services
 
@@ -152,7 +152,7 @@ async def live(request: web.Request) -> web.StreamResponse:
             with contextlib.suppress(ConnectionResetError):
                 while stream.is_connected():
                     found = await figures(deps, rate)
-                    parts = {name: aiohttp_jinja2.render_string(f"parts/{name}.html", request, {"f": found})
+                    parts = {name: aiohttp_jinja2.render_string(f"parts/{name}.html", request, {"f": found, "root": ROOT})
                              for name in ("figures", "chart", "latest")}
                     await stream.send(orjson.dumps(parts).decode(), event="overview")
                     await asyncio.sleep(REFRESH_S)
