@@ -138,3 +138,43 @@ async def test_search_of_nobody_and_an_unknown_customer(client: TestClient[Any, 
     assert (await client.get("/console/customers/cus_unknown")).status == 404
     assert (await client.get("/console/failed")).status == 200
     assert (await client.get("/console/overview")).status == 200
+
+
+async def test_failed_events_are_listed_and_replayed(stack_factory: Any) -> None:
+    """A sync fails while Stripe answers 500s: the failed page lists its event; its Replay form
+    processes it again once Stripe is back (shared/replay.py, as `entitled replay` does)."""
+    async with stack_factory(workers=1) as stack:
+        _, price = await stack.product("Pro", ["pro"])
+        cus = await stack.customer(metadata={"user_id": "u_failed"})
+        await stack.subscribe(cus, price)
+        await stack.wait_features(cus, {"pro"})
+        await stack.settle()
+        await stack.ctl.set_api_faults(rate_500=1.0, methods=["GET"])
+        await stack.stripe.v1.customers.update_async(cus, {"metadata": {"user_id": "u_failed", "x": "1"}})
+
+        async def failed() -> bool:
+            return bool(await stack.pool.fetchval("SELECT count(*) FROM event_ledger WHERE outcome = 'failed'"))
+
+        await stack.wait_for(failed, 60, "a failed sync in the ledger")
+        event_id = await stack.pool.fetchval("SELECT event_id FROM event_ledger WHERE outcome = 'failed' LIMIT 1")
+        await stack.ctl.clear_api_faults()
+        settings = Settings(database_url=stack.database_url, redis_url=stack.redis_url, stripe_api_key="sk_test_x",
+                            api_tokens=TOKENS, log_format="json")
+        async with TestClient(TestServer(create_app(settings))) as client:
+            assert (await sign_in(client)).status == 303
+            page = await (await client.get("/console/failed")).text()
+            assert event_id in page
+            resp = await client.post("/console/replay", data={"csrf": csrf_of(page), "target": event_id},
+                                     allow_redirects=False)
+            assert resp.status == 303
+            assert resp.headers["Location"].startswith("/console/failed?notice=")
+            await stack.settle()
+            outcome = await stack.pool.fetchval("SELECT outcome FROM event_ledger WHERE event_id = $1", event_id)
+            assert outcome in ("changed", "unchanged")
+            assert event_id not in await (await client.get("/console/failed")).text()
+            missing = await client.post("/console/replay", data={"csrf": csrf_of(page), "target": "evt_nope"})
+            assert missing.status == 404
+            # search finds the customer by its user id and shows its features now
+            found = await (await client.get("/console/", params={"q": "u_failed"})).text()
+            assert cus in found
+            assert '<span class="feature">pro</span>' in found
