@@ -16,7 +16,11 @@ from structlog.testing import capture_logs
 from api.app import create_app
 from api.console.guard import COOKIE, SIGN_IN_LIMIT
 from api.console.session import Signer
+from shared import db
+from shared.publishing import endpoints
 from shared.settings import Settings
+from tests.support.receiver import Receiver
+from tests.test_webhooks import Clock, change, delivering, receiver, settled, until
 
 SECRET = "console-test-secret-0123456789"
 TOKENS = {"support": SECRET, "app": "another-secret-abcdefghij"}
@@ -178,3 +182,42 @@ async def test_failed_events_are_listed_and_replayed(stack_factory: Any) -> None
             found = await (await client.get("/console/", params={"q": "u_failed"})).text()
             assert cus in found
             assert '<span class="feature">pro</span>' in found
+
+
+async def test_a_failed_delivery_is_retried_from_the_console(client: TestClient[Any, Any], database_url: str) -> None:
+    """A delivery given up on (the real Deliverer, its clock moved 3 days) is listed; Retry makes
+    one more attempt now, which an endpoint that answers again receives."""
+    pool = await db.create_pool(database_url)
+    made: list[Receiver] = []
+    try:
+        refused: set[str] = set()
+        r, ep = await receiver(made, pool, answer=lambda b: 500 if b["id"] in refused else 200)
+        refused.add(await change(pool, "cus_d", 1))
+        clock = Clock()
+        async with delivering(database_url, clock=clock) as deliverer:
+            await until(lambda: len(r.received) == 1, "the first attempt")
+            await until(lambda: settled(pool, clock), "its outcome written")
+            clock.advance(3 * 86400)
+            deliverer.poke()
+
+            async def given_up() -> bool:
+                return bool(await endpoints.failed_deliveries(pool, 10))
+
+            await until(given_up, "the delivery given up on")
+            [failed] = await endpoints.failed_deliveries(pool, 10)
+            assert (await sign_in(client)).status == 303
+            page = await (await client.get("/console/failed")).text()
+            assert ep.id in page
+            assert f"/console/deliveries/{failed['id']}/retry" in page
+            refused.clear()
+            resp = await client.post(f"/console/deliveries/{failed['id']}/retry", data={"csrf": csrf_of(page)},
+                                     allow_redirects=False)
+            assert resp.status == 303
+            deliverer.poke()
+            await until(lambda: r.versions("cus_d") == [1], "the retried delivery")
+            again = await client.post(f"/console/deliveries/{failed['id']}/retry", data={"csrf": csrf_of(page)})
+            assert again.status == 404  # delivered now: nothing to retry
+    finally:
+        for made_receiver in made:
+            await made_receiver.close()
+        await pool.close()
