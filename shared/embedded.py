@@ -5,7 +5,7 @@
   loopback port. For `entitled run` it keeps an append-only file, so queued work survives a
   restart (see the README on Redis persistence); tests run it without persistence.
 
-Both are private to the user running them (issue 18 item 5): any local user could otherwise
+Both are private to the user running them (README, "Security"): any local user could otherwise
 read queued events or publish forged `access-changed` messages. Redis requires a random
 password (in `RedisServer.url`) and runs in protected mode; Postgres listens on no TCP port,
 only on a unix socket in its own data folder. Their folders are 0700 and their files 0600

@@ -1,4 +1,4 @@
-"""Issue 18: what an outside probe of the receiver and the local run found. Each test names the
+"""Hardening: what an outside probe of the receiver and the local run found. Each test names the
 item it holds us to. Real ingest and api apps served as `python -m` serves them
 (`tests.support.served.ServedApp`), real Redis and Postgres; raw sockets where HTTP clients
 would refuse to send what a probe sends."""
