@@ -164,7 +164,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Host ingest binds to (see README, "Operating it").
     host: str = "0.0.0.0"
-    # When set, ingest's GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
+    # When set, every GET /metrics (ingest, api, workers) requires `Authorization: Bearer <METRICS_TOKEN>`.
     metrics_token: str | None = None
     # A worker serves its Prometheus metrics on METRICS_HOST:WORKER_METRICS_PORT when the port is
     # set (one port per worker process on a host); loopback unless told otherwise.
