@@ -54,7 +54,6 @@ POLL_EVERY = "5s"
 STOP_GRACE_S = 15.0
 
 
-
 def shown(path: Path) -> str:
     """A folder as the demo prints it: relative to where `entitled run` was started, when it is
     inside it (the demo keeps to 80 columns), else in full."""
