@@ -59,7 +59,8 @@ def test_a_quantity_alone_is_a_change() -> None:
     """docs/contract.md §6: 5 seats raised to 8, same features, same user: published."""
     change = diff([EntitlementRow("team", T0, "sub_1", 5)], "u_1", [EntitlementRow("team", T0, "sub_1", 8)], "u_1")
     assert (change.added, change.removed, change.user_changed) == (frozenset(), frozenset(), False)
-    assert change.publish and change.rows_changed
+    assert change.publish
+    assert change.rows_changed
     assert (dict(change.quantities_before), dict(change.quantities_after)) == ({"team": 5}, {"team": 8})
 
 
@@ -67,13 +68,17 @@ def test_a_limit_alone_is_a_change_but_its_valid_until_is_not() -> None:
     row = EntitlementRow("team", T0, "sub_1", 5)
     held = [LimitRow("projects", 25, T0, "sub_1")]
     raised = diff([row], "u_1", [row], "u_1", held_limits=held, limits=[LimitRow("projects", 40, T0, "sub_1")])
-    assert raised.publish and raised.limit_rows_changed and not raised.rows_changed
+    assert raised.publish
+    assert raised.limit_rows_changed
+    assert not raised.rows_changed
     assert dict(raised.limits_after) == {"projects": 40}
     renewed = diff([row], "u_1", [row], "u_1", held_limits=held,
                    limits=[LimitRow("projects", 25, T0 + timedelta(days=30), "sub_1")])
-    assert renewed.limit_rows_changed and not renewed.publish
+    assert renewed.limit_rows_changed
+    assert not renewed.publish
     gone = diff([row], "u_1", [row], "u_1", held_limits=held, limits=[])
-    assert gone.publish and dict(gone.limits_after) == {}
+    assert gone.publish
+    assert dict(gone.limits_after) == {}
 
 
 def test_messages_carry_quantities_and_limits_and_read_old_ones() -> None:

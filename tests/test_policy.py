@@ -588,7 +588,8 @@ def test_team_plan_5_then_8_seats_scales_its_limits() -> None:
     assert (eight.quantities, eight.limit_values) == ({"team": 8}, {"projects": 40, "api_calls": 80_000})
     none = decide(facts_of([seats(0)]), team, NOW, CFG, limits_of=limits)
     assert (none.features, none.limit_values) == (frozenset(), {})
-    assert none.verdicts[0].items[0].quantity == 0 and not none.verdicts[0].grants_now
+    assert none.verdicts[0].items[0].quantity == 0
+    assert not none.verdicts[0].grants_now
 
 
 @given(values=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_.:-]{0,10}", fullmatch=True),
@@ -608,11 +609,14 @@ def test_malformed_entitled_limits_give_no_limits_and_say_why(text: str) -> None
     """Parsing is strict: one bad part and the product gives no limits, with a problem the why
     shows; the product's features are untouched, and nothing raises."""
     parsed = parse_limits({"entitled_limits": text})
-    assert parsed.values == {} and parsed.problem is not None and "entitled_limits" in parsed.problem
+    assert parsed.values == {}
+    assert parsed.problem is not None
+    assert "entitled_limits" in parsed.problem
     sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW,
                        items=(Item("si_1", "price_1", "prod_pro", NOW, NOW + DAY, quantity=2),))
     access = decide(facts_of([sub]), PRODUCTS, NOW, CFG, limits_of={"prod_pro": parsed})
-    assert access.features == PRODUCTS["prod_pro"] and access.limits == {}
+    assert access.features == PRODUCTS["prod_pro"]
+    assert access.limits == {}
     assert access.limit_problems == {"prod_pro": parsed.problem}
 
 
