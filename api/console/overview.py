@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp_jinja2
 import asyncpg
 import orjson
+import redis.exceptions
 from aiohttp import web
 from aiohttp_sse import sse_response
 
@@ -27,6 +28,9 @@ from api.context import DB_TIMEOUT_S, SETTINGS, services
 from shared.bootstrap import Services
 
 REFRESH_S = 2.0
+# Postgres or Redis gone for a moment: the stream stays open and says so.
+UNAVAILABLE: tuple[type[BaseException], ...] = (OSError, TimeoutError, asyncpg.PostgresError,
+                                                 asyncpg.InterfaceError, redis.exceptions.RedisError)
 CHART_MINUTES = 60
 CHART_W = 600
 CHART_H = 120
@@ -151,10 +155,16 @@ async def live(request: web.Request) -> web.StreamResponse:
         async with sse_response(request) as stream:
             with contextlib.suppress(ConnectionResetError):
                 while stream.is_connected():
-                    found = await figures(deps, rate)
-                    parts = {name: aiohttp_jinja2.render_string(f"parts/{name}.html", request, {"f": found, "root": ROOT})
-                             for name in ("figures", "chart", "latest")}
-                    await stream.send(orjson.dumps(parts).decode(), event="overview")
+                    try:
+                        found = await figures(deps, rate)
+                    except UNAVAILABLE as exc:
+                        # the headers are sent: say so on the stream, and try again next time
+                        await stream.send(type(exc).__name__, event="unavailable")
+                    else:
+                        parts = {name: aiohttp_jinja2.render_string(f"parts/{name}.html", request,
+                                                                    {"f": found, "root": ROOT})
+                                 for name in ("figures", "chart", "latest")}
+                        await stream.send(orjson.dumps(parts).decode(), event="overview")
                     await asyncio.sleep(REFRESH_S)
         return stream
     finally:

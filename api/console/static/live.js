@@ -15,6 +15,10 @@
     state.setAttribute("data-state", "live");
     state.textContent = "Live: updates every few seconds.";
   });
+  source.addEventListener("unavailable", function () {
+    state.setAttribute("data-state", "unavailable");
+    state.textContent = "Postgres or Redis cannot be reached; the figures below are older.";
+  });
   source.onerror = function () {
     state.setAttribute("data-state", "reconnecting");
     state.textContent = "Live updates lost; reconnecting…";
