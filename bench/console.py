@@ -142,7 +142,9 @@ async def run_benchmark(customers: int) -> dict[str, str]:
                         stripe_api_key="sk_test_bench", api_tokens={"bench": SECRET}, log_level="WARNING")
     found: dict[str, str] = {}
     async with TestClient(TestServer(create_app(settings))) as client:
-        signed = await client.post("/console/sign-in", data={"secret": SECRET}, allow_redirects=False)
+        form = await (await client.get("/console/sign-in")).text()
+        token = form.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        signed = await client.post("/console/sign-in", data={"secret": SECRET, "csrf": token}, allow_redirects=False)
         assert signed.status == 303, signed.status
 
         async def page(path: str) -> None:

@@ -33,8 +33,10 @@ async def client(settings: Settings) -> AsyncIterator[TestClient[Any, Any]]:
         yield c
 
 
-async def sign_in(client: TestClient[Any, Any], secret: str = SECRET) -> Any:
-    return await client.post("/console/sign-in", data={"secret": secret, "next": "/console/overview"},
+async def sign_in(client: TestClient[Any, Any], secret: str = SECRET, target: str = "/console/overview") -> Any:
+    """Through the form, as a browser does: its page sets the form's own CSRF cookie."""
+    form = await (await client.get("/console/sign-in")).text()
+    return await client.post("/console/sign-in", data={"secret": secret, "next": target, "csrf": csrf_of(form)},
                              allow_redirects=False)
 
 
@@ -57,7 +59,7 @@ async def test_sign_in_sets_a_strict_httponly_expiring_cookie(client: TestClient
         resp = await sign_in(client)
     assert resp.status == 303
     assert resp.headers["Location"] == "/console/overview"
-    header = resp.headers["Set-Cookie"]
+    [header] = [h for h in resp.headers.getall("Set-Cookie") if h.startswith(f"{COOKIE}=")]
     assert "HttpOnly" in header
     assert "SameSite=Strict" in header
     assert re.search(r"Max-Age=\d+", header)
@@ -86,6 +88,19 @@ async def test_sign_in_attempts_are_rate_limited(client: TestClient[Any, Any]) -
     assert resp.status == 429
     assert resp.headers["Retry-After"] == "60"
     assert [e["outcome"] for e in logs if e["event"] == "console.sign_in"] == ["rate_limited"]
+
+
+async def test_the_sign_in_form_needs_its_own_csrf_token(client: TestClient[Any, Any]) -> None:
+    """No other site can sign a browser in: without the form's cookie, or with another value, 403."""
+    with capture_logs() as logs:
+        resp = await client.post("/console/sign-in", data={"secret": SECRET, "csrf": "x"}, allow_redirects=False)
+    assert resp.status == 403
+    assert COOKIE not in resp.cookies
+    assert [e["outcome"] for e in logs if e["event"] == "console.sign_in"] == ["csrf_refused"]
+    await client.get("/console/sign-in")  # the cookie is set now; the value must still match
+    resp = await client.post("/console/sign-in", data={"secret": SECRET, "csrf": "x"}, allow_redirects=False)
+    assert resp.status == 403
+    assert (await sign_in(client)).status == 303
 
 
 async def test_an_expired_or_forged_cookie_is_refused(client: TestClient[Any, Any]) -> None:
@@ -130,8 +145,7 @@ def csrf_of_other_session() -> str:
 
 async def test_next_never_leaves_the_console(client: TestClient[Any, Any]) -> None:
     for target in ("//evil.example/", "https://evil.example/", "/v1/access", "/console\\x"):
-        resp = await client.post("/console/sign-in", data={"secret": SECRET, "next": target},
-                                 allow_redirects=False)
+        resp = await sign_in(client, target=target)
         assert resp.headers["Location"] == "/console/", target
 
 

@@ -1,6 +1,7 @@
 """Sign-in, sign-out and the guard every other console page goes through (docs/contract.md §11).
 
-- `GET /console/sign-in` shows the form; `POST` takes a secret of `API_TOKENS`. At most
+- `GET /console/sign-in` shows the form; `POST` takes a secret of `API_TOKENS`. The form has a
+  CSRF token of its own (double submit: the same random value in a cookie and the form). At most
   `SIGN_IN_LIMIT` attempts per client address per `SIGN_IN_WINDOW_S` (a Redis counter: every
   `api` process shares it), each logged with the token's *name* (never the secret), or `-`.
 - The session cookie is HttpOnly, SameSite=Strict, `Path=/console`, and ends after
@@ -12,6 +13,8 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +29,8 @@ from api.context import TOKENS, services
 log = structlog.get_logger(__name__)
 
 COOKIE = "entitled_console"
+PRE_COOKIE = "entitled_console_sign_in"  # the sign-in form's own CSRF token (double submit)
+SIGN_IN_FORM_TTL_S = 3600
 SIGNER = web.AppKey("console_signer", Signer)
 SESSION = web.RequestKey("console_session", Session)
 SIGN_IN_LIMIT = 10
@@ -67,8 +72,18 @@ async def _too_many(request: web.Request) -> bool:
     return count > SIGN_IN_LIMIT
 
 
+def _sign_in_page(request: web.Request, target: str, error: str | None, status: int = 200) -> web.Response:
+    """The form, with a fresh double-submit token: the same random value in a cookie and in the
+    form, so that no other site can sign a browser in (with a session of its choosing)."""
+    token = secrets.token_urlsafe(16)
+    response = render(request, "sign_in.html", {"next": target, "error": error, "sign_in_csrf": token}, status)
+    response.set_cookie(PRE_COOKIE, token, max_age=SIGN_IN_FORM_TTL_S, path=ROOT, httponly=True,
+                        samesite="Strict", secure=request.secure)
+    return response
+
+
 async def sign_in_form(request: web.Request) -> web.Response:
-    return render(request, "sign_in.html", {"next": _safe_next(request.query.get("next")), "error": None})
+    return _sign_in_page(request, _safe_next(request.query.get("next")), None)
 
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
@@ -79,13 +94,19 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         refused = refuse(request, 429, "Too many sign-in attempts from here; wait a minute.")
         refused.headers["Retry-After"] = str(SIGN_IN_WINDOW_S)
         return refused
+    given, expected = str(form.get("csrf", "")), request.cookies.get(PRE_COOKIE, "")
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        log.warning("console.sign_in", outcome="csrf_refused", token="-", client=request.remote)
+        return refuse(request, 403, "This sign-in form is stale or was not sent by the console (CSRF token): "
+                                    "open the sign-in page again.")
     name = request.app[TOKENS].match(str(form.get("secret", "")))
     if name is None:
         log.warning("console.sign_in", outcome="refused", token="-", client=request.remote)
-        return render(request, "sign_in.html", {"next": target, "error": "That is not a secret of API_TOKENS."}, 401)
+        return _sign_in_page(request, target, "That is not a secret of API_TOKENS.", 401)
     cookie, _session = request.app[SIGNER].issue(name, time.time())
     log.info("console.sign_in", outcome="signed_in", token=name, client=request.remote)
     response = web.HTTPSeeOther(target)
+    response.del_cookie(PRE_COOKIE, path=ROOT)
     response.set_cookie(COOKIE, cookie, max_age=SESSION_TTL_S, path=ROOT, httponly=True, samesite="Strict",
                         secure=request.secure)
     raise response
