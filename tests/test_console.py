@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
@@ -235,3 +236,22 @@ async def test_a_failed_delivery_is_retried_from_the_console(client: TestClient[
         for made_receiver in made:
             await made_receiver.close()
         await pool.close()
+
+
+async def test_the_overview_stream_sends_rendered_parts(client: TestClient[Any, Any]) -> None:
+    """`/console/overview/live` is a server-sent event stream of the overview's parts, for a
+    signed-in browser only."""
+    assert (await client.get("/console/overview/live", allow_redirects=False)).status == 303
+    assert (await sign_in(client)).status == 303
+    resp = await client.get("/console/overview/live")
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    head = b""
+    while b"\r\n\r\n" not in head and b"\n\n" not in head:
+        head += await resp.content.readany()
+    event, data = [line for line in head.decode().splitlines() if line][:2]
+    assert event == "event: overview"
+    parts = orjson.loads(data.removeprefix("data: "))
+    assert set(parts) == {"figures", "chart", "latest"}
+    assert 'id="fig-queue"' in parts["figures"]
+    assert "<polyline" in parts["chart"]
+    resp.close()
