@@ -45,9 +45,12 @@ async def search(pool: asyncpg.Pool, text: str) -> list[asyncpg.Record]:
 
 async def customer(pool: asyncpg.Pool, customer_id: str) -> asyncpg.Record | None:
     row: asyncpg.Record | None = await pool.fetchrow(
-        "SELECT c.customer_id, c.user_id, c.user_id_source, c.email, c.deleted, c.test_clock, c.livemode,"
+        # Two primary-key lookups: a customer is known by either row.
+        "SELECT k.customer_id, c.user_id, c.user_id_source, c.email, c.deleted, c.test_clock, c.livemode,"
         " s.version, s.synced_at, s.next_check_at, s.last_reason"
-        " FROM customer_sync s FULL JOIN customers c USING (customer_id) WHERE coalesce(c.customer_id, s.customer_id) = $1",
+        " FROM (SELECT $1::text AS customer_id) k LEFT JOIN customers c ON c.customer_id = k.customer_id"
+        " LEFT JOIN customer_sync s ON s.customer_id = k.customer_id"
+        " WHERE c.customer_id IS NOT NULL OR s.customer_id IS NOT NULL",
         customer_id, timeout=DB_TIMEOUT_S)
     return row
 
