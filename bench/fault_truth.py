@@ -35,8 +35,8 @@ from shared.access import (
     ProductLimits,
     Subscription,
     decide,
-    parse_limits,
     parse_customer,
+    parse_limits,
     parse_subscription,
     user_of,
 )
