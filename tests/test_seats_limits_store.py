@@ -95,7 +95,7 @@ async def test_explain_words_the_view_and_the_last_decision(pool: asyncpg.Pool) 
     text = "\n".join(out)
     assert out[0] == "customer cus_q (user u_q)"
     assert out[1].startswith("  team: granted until ")
-    assert out[1].endswith(" by sub_q, quantity 8")
+    assert out[1].endswith(" by sub_q, quantity 8 [active]")
     assert "why, as decided by the sync at " in text
     assert "si_q (prod_team) x8 grants team until " in text
     assert "team: quantity 8" in text

@@ -51,7 +51,7 @@ async def test_seats_8_3_0_through_view_stream_api_and_explain(stack_factory: An
                 code, out, _ = await entitled(stack, "explain", "--user", "u_team")
                 assert code == 0
                 assert "team: granted until " in out
-                assert f"by {sub}, quantity 3" in out
+                assert f"by {sub}, quantity 3 [active]" in out
                 assert "limit projects = 15 " in out
 
         messages = await stack.messages(cus)

@@ -33,11 +33,14 @@ def lines(customer_id: str, user_id: str | None, grants: Sequence[Mapping[str, A
     """The explanation of one customer: its access now (the views), then the last recorded why."""
     out = [f"customer {customer_id}" + (f" (user {user_id})" if user_id else " (no user id known)")]
     shown = set()
+    decided = dict(decision.get("features", {})) if decision else {}
     for g in grants:
         qty = f", quantity {g['quantity']}" if g["quantity"] != 1 else ""
-        out.append(f"  {g['feature']}: granted until {_when(g['valid_until'])} by {g['source']}{qty}")
+        # the table's row the last sync granted it by (docs/contract.md §5), when it recorded one
+        row = (decided.get(g["feature"]) or {}).get("row")
+        out.append(f"  {g['feature']}: granted until {_when(g['valid_until'])} by {g['source']}{qty}"
+                   + (f" [{row}]" if row else ""))
         shown.add(g["feature"])
-    decided = dict(decision.get("features", {})) if decision else {}
     for feature in sorted(set(decided) - shown):
         out.append(f"  {feature}: no longer granted (the last sync granted it until "
                    f"{decided[feature].get('valid_until') or 'for ever'}, which has passed)")

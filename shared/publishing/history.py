@@ -60,7 +60,8 @@ def stripe_summary(facts: CustomerFacts) -> dict[str, Any]:
 def decision_summary(access: Access, offset_s: float) -> dict[str, Any]:
     """The decision with its why; times on the wall clock, like the view's."""
     return {
-        "features": {f: {"valid_until": iso(g.valid_until + offset_s), "subscription_id": g.subscription_id}
+        "features": {f: {"valid_until": iso(g.valid_until + offset_s), "subscription_id": g.subscription_id,
+                         "row": None if g.row is None else g.row.value, "item_id": g.item_id}
                      for f, g in sorted(access.grants.items())},
         "user_id": access.user_id,
         "user_id_source": access.user_id_source,
