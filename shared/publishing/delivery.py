@@ -55,6 +55,7 @@ from shared import db
 from shared.publishing.endpoints import Endpoint, active
 from shared.publishing.history import prune as prune_history
 from shared.publishing.outbox import OUTBOX_CHANNEL
+from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +106,14 @@ class DeliveryPolicy:
     @property
     def lease_s(self) -> float:
         return self.timeout_s + self.lease_margin_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryPolicy:
+        """The WEBHOOK_* settings (README, "Configuration"); the rest keep their defaults."""
+        return cls(timeout_s=settings.webhook_timeout.s, concurrency=settings.webhook_concurrency,
+                   retry_first_s=settings.webhook_retry_first.s,
+                   retry_cap_s=max(settings.webhook_retry_cap.s, settings.webhook_retry_first.s),
+                   give_up_after_s=settings.webhook_give_up_after.s)
 
 
 def retry_delay_s(failed_attempts: int, policy: DeliveryPolicy) -> float:
