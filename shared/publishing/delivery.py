@@ -51,7 +51,7 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from standardwebhooks.webhooks import Webhook
 
-from shared import db
+from shared import db, tracing
 from shared.publishing.endpoints import Endpoint, active
 from shared.publishing.history import prune as prune_history
 from shared.publishing.outbox import OUTBOX_CHANNEL
@@ -260,15 +260,19 @@ class _Lane:
             "webhook-signature": self.signer.sign(row.message_id, sent_at, row.message),
         }
         started = time.perf_counter()
-        try:
-            async with session.post(self.endpoint.url, data=row.message.encode(), headers=headers,
-                                    allow_redirects=False) as answer:
-                code = answer.status
-                await answer.content.read(MAX_ANSWER_BYTES)
-        except TimeoutError:
-            error = f"timeout after {self.policy.timeout_s:g}s"
-        except Exception as exc:  # any failure of the request is the endpoint's: retried, never fatal
-            error = f"{type(exc).__name__}: {exc}"[:300]
+        async with tracing.delivery_span(message_id=row.message_id, customer_id=row.customer_id,
+                                         version=row.version, endpoint_id=self.endpoint.id, url=self.endpoint.url,
+                                         attempt=row.attempts + 1):
+            try:
+                async with session.post(self.endpoint.url, data=row.message.encode(), headers=headers,
+                                        allow_redirects=False) as answer:
+                    code = answer.status
+                    await answer.content.read(MAX_ANSWER_BYTES)
+            except TimeoutError:
+                error = f"timeout after {self.policy.timeout_s:g}s"
+            except Exception as exc:  # any failure of the request is the endpoint's: retried, never fatal
+                error = f"{type(exc).__name__}: {exc}"[:300]
+            tracing.note(**{"http.response.status_code": code, "error.type": error})
         elapsed = time.perf_counter() - started
         result = judge(row, code, error, self.clock(), self.policy)
         self._report(row, result, elapsed)
