@@ -38,7 +38,7 @@ from shared.coordination import Keys
 from shared.publishing import AccessChanged
 from shared.settings import Settings
 from tests.support.redis_server import free_port
-from tests.support.stripe_requests import RECORDED, SERVICE_KEY
+from tests.support.stripe_requests import RECORDED, SERVICE_KEY, SHAPE_PROBLEMS
 
 API_KEY = "sk_test_fake"
 DAY = 86_400
@@ -236,7 +236,8 @@ async def running_stack(
     log_dir = Path(tempfile.mkdtemp(prefix="entitled-e2e-"))
     # The workers use a key of their own, so that what the service asks of Stripe can be told
     # from what the test does (tests/support/stripe_requests.py checks it at the session's end).
-    fake = FakeStripe(api_keys=(API_KEY, SERVICE_KEY), settings=fake_settings, tick_interval_s=0.1)
+    fake = FakeStripe(api_keys=(API_KEY, SERVICE_KEY), settings=fake_settings, tick_interval_s=0.1,
+                      check_shapes=True)
     async with fake.running() as running:
         ingest_port = free_port()
         ingest_url = f"http://127.0.0.1:{ingest_port}/webhooks/stripe"
@@ -277,6 +278,8 @@ async def running_stack(
         finally:
             stack.stop_workers()
             RECORDED.extend(running.fake.requests.to_json())
+            if running.core.shape_log is not None:
+                SHAPE_PROBLEMS.update(running.core.shape_log.problems)
             await stack.ctl.close()
             await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             await pool.close()
