@@ -232,6 +232,7 @@ async def running_stack(
     fake_settings: FakeSettings | None = None,
     worker_env: Mapping[str, str] | None = None,
     ingest_overrides: Mapping[str, Any] | None = None,
+    thin: bool = False,
 ) -> AsyncIterator[Stack]:
     log_dir = Path(tempfile.mkdtemp(prefix="entitled-e2e-"))
     # The workers use a key of their own, so that what the service asks of Stripe can be told
@@ -241,7 +242,8 @@ async def running_stack(
     async with fake.running() as running:
         ingest_port = free_port()
         ingest_url = f"http://127.0.0.1:{ingest_port}/webhooks/stripe"
-        endpoint = running.add_webhook_endpoint(ingest_url, faults=faults)
+        # `thin`: the endpoint gets `v2.core.event` notifications (`v1.`-prefixed types).
+        endpoint = running.add_webhook_endpoint(ingest_url, faults=faults, thin=thin)
         settings = Settings(
             database_url=database_url,
             redis_url=redis_url,
