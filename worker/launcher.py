@@ -5,7 +5,7 @@
 - REDIS_URL unset: a redis-server under `.data/local/redis`, with an append-only file. The URLs
   of the embedded servers are written to `.data/run.env` while it runs, where the CLI finds them.
 - DATABASE_URL or REDIS_URL set but not answering: one line naming the variable, nothing started.
-- STRIPE_API_KEY unset: the fake Stripe, in demo mode: it plays SPEC scenarios on test clocks
+- STRIPE_API_KEY unset: the fake Stripe, in demo mode: it plays the scenarios of docs/contract.md §9 on test clocks
   while a readable timeline shows each event received, each sync and each access-changed
   message. With real settings it runs for real (ingest + one worker) and prints their logs.
 - A child that exits on its own (a bad setting, a dependency gone) stops everything: its last
@@ -53,6 +53,14 @@ DEMO_KEY = "sk_test_entitled_demo"
 POLL_EVERY = "5s"
 STOP_GRACE_S = 15.0
 
+
+def shown(path: Path) -> str:
+    """A folder as the demo prints it: relative to where `entitled run` was started, when it is
+    inside it (the demo keeps to 80 columns), else in full."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 class LaunchError(Exception):
     """`entitled run` cannot start; the message says why and what to do."""
@@ -284,7 +292,7 @@ class Launcher:
         finally:
             await conn.close()
         url = admin_url.replace("/postgres?", "/entitled?", 1)
-        print(f"entitled run: embedded Postgres in {folder}", file=sys.stderr)
+        print(f"entitled run: embedded Postgres in {shown(folder)}", file=sys.stderr)
         return url
 
     async def _redis(self) -> str:
@@ -300,7 +308,7 @@ class Launcher:
         except EmbeddedError as exc:
             raise LaunchError(str(exc)) from None
         self.cleanups.append(server.stop)
-        print(f"entitled run: embedded Redis on {server.display_url} (data in {server.dir})", file=sys.stderr)
+        print(f"entitled run: embedded Redis in {shown(server.dir)} ({server.display_url})", file=sys.stderr)
         return server.url
 
     def _write_run_file(self, embedded: dict[str, str]) -> None:

@@ -190,14 +190,14 @@ def checkout_user_plan(run: Run, prior: Known) -> tuple[str | None, bool]:
     session update takes no such parameter: https://docs.stripe.com/api/checkout/sessions/update),
     so the value a signed snapshot event carries is the one the API would give, and the one we
     stored stays right. The sessions are read only when a checkout event came without it (a
-    thin event), or an operator asked for a full resync (SPEC section 8: one request per sync).
+    thin event), or an operator asked for a full resync (docs/contract.md §8: one request per sync).
     """
     checkout = [e for e in run.events if e.type.startswith("checkout.session.")]
     hinted = [e.client_reference_id or "" for e in checkout]
     # A caller waiting on the success page (`POST /v1/sync`, before any webhook) and a customer
     # whose user is still unknown read the sessions too: the user may be there already. Not
     # when the burst brought a completed session naming the user: that is the value a read
-    # gives (issue 20: a first purchase costs one request).
+    # gives (a first purchase costs one request).
     named = bool(hinted) and bool(hinted[-1].strip())
     if run.reason in ("resync", "api.sync") or (prior.user_id is None and not named) or any(
         e.client_reference_id is None for e in checkout
@@ -220,9 +220,11 @@ async def sync_customer(deps: Services, run: Run) -> None:
     if not with_checkout:
         facts = replace(facts, checkout_user_id=checkout_user)
     now, offset = judged_at(facts, time.time())
-    features_of = await catalog.features_of(deps.pool, deps.reader, facts.product_ids)
+    entries = await catalog.entries_of(deps.pool, deps.reader, facts.product_ids)
+    features_of = {pid: e.features for pid, e in entries.items()}
+    limits_of = catalog.limits_of(entries)
 
-    access = decide(facts, features_of, now, deps.policy, known=known)
+    access = decide(facts, features_of, now, deps.policy, known=known, limits_of=limits_of)
     event_types = [e.type for e in run.events]
     if audit and facts.stripe_features != access.features:
         access = await _compare_with_stripe(deps, facts, known, access, features_of, now,
@@ -262,8 +264,9 @@ async def _compare_with_stripe(
     candidates = granting if stripe_said_changed else await _stale_products(deps, granting)
     changed = await catalog.refresh(deps.pool, deps.reader, candidates) if candidates else set()
     if changed:
-        features_of = await catalog.features_of(deps.pool, deps.reader, features_of.keys())
-        access = decide(facts, features_of, now, deps.policy, known=known)
+        entries = await catalog.entries_of(deps.pool, deps.reader, features_of.keys())
+        features_of = {pid: e.features for pid, e in entries.items()}
+        access = decide(facts, features_of, now, deps.policy, known=known, limits_of=catalog.limits_of(entries))
         # The product's other subscribers follow now, as after a catalog event: their own
         # summary events may be lost, and nothing else would tell them.
         for cid in await catalog.customers_with_products(deps.pool, changed):

@@ -1,7 +1,7 @@
-"""The access decision (SPEC section 5): Stripe's facts, parsed, and the pure policy over them.
+"""The access decision (docs/contract.md §5): Stripe's facts, parsed, and the pure policy over them.
 
 Everything here is pure: no I/O and no clock of its own. The worker loads the facts and carries
-the decision out (`worker/sync.py`). Every rule of SPEC section 5 lives here:
+the decision out (`worker/sync.py`). Every rule of docs/contract.md §5 lives here:
 `policy.py` (the table, when a subscription became past_due, the user, a deleted customer, the
 test clock's time, the re-check), `features.py` (Product Features, else `metadata.features`).
 """
@@ -17,15 +17,26 @@ from shared.access.facts import (
     parse_customer,
     parse_invoice,
     parse_item,
+    parse_quantity,
     parse_subscription,
     ref_id,
 )
-from shared.access.features import ProductFeatures, metadata_features, product_features
+from shared.access.features import (
+    NO_LIMITS,
+    ProductFeatures,
+    ProductLimits,
+    metadata_features,
+    parse_limits,
+    product_features,
+)
 from shared.access.policy import (
     Access,
     Grant,
+    GrantingItem,
     ItemVerdict,
     Known,
+    LimitGrant,
+    LimitPart,
     PastDue,
     PolicyConfig,
     Row,
@@ -34,9 +45,12 @@ from shared.access.policy import (
     cancel_time,
     decide,
     entitlements,
+    granting_items,
     grants_at,
+    grants_of,
     judge,
     judged_at,
+    limits_of_items,
     next_check,
     past_due_moment,
     user_of,
@@ -44,18 +58,23 @@ from shared.access.policy import (
 )
 
 __all__ = [
+    "NO_LIMITS",
     "Access",
     "Customer",
     "CustomerFacts",
     "Grant",
+    "GrantingItem",
     "Invoice",
     "Item",
     "ItemVerdict",
     "Known",
+    "LimitGrant",
+    "LimitPart",
     "ParseError",
     "PastDue",
     "PolicyConfig",
     "ProductFeatures",
+    "ProductLimits",
     "Row",
     "Subscription",
     "Verdict",
@@ -64,14 +83,19 @@ __all__ = [
     "decide",
     "entitlements",
     "explain",
+    "granting_items",
     "grants_at",
+    "grants_of",
     "judge",
     "judged_at",
+    "limits_of_items",
     "metadata_features",
     "next_check",
     "parse_customer",
     "parse_invoice",
     "parse_item",
+    "parse_limits",
+    "parse_quantity",
     "parse_subscription",
     "past_due_moment",
     "product_features",

@@ -1,11 +1,11 @@
-"""The access policy (SPEC section 5): pure functions, no I/O, no clock of their own.
+"""The access policy (docs/contract.md §5): pure functions, no I/O, no clock of their own.
 
 `decide(facts, features_of, now, config, known=...)` is the functional core of a sync: given what
 Stripe says about a customer, the product -> features catalog, what entitled itself recorded
 before (`Known`) and the moment to judge at, it returns which features the customer may use,
 until when, why (`Verdict`, `Grant.row`), and when to look again. The worker loads the facts and
 carries the decision out; the property tests in `tests/test_policy.py` hold these functions to
-an independent restatement of the SPEC's table.
+an independent restatement of the contract's table.
 
 All times are Unix seconds in the customer's clock (`judged_at`: a test clock's `frozen_time`
 when the customer is on one).
@@ -14,11 +14,12 @@ when the customer is on one).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
 from shared.access.facts import CustomerFacts, Item, Subscription
+from shared.access.features import ProductLimits
 
 # Statuses that never grant access, whatever else the subscription says.
 NO_ACCESS = frozenset({"paused", "unpaid", "canceled", "incomplete", "incomplete_expired"})
@@ -32,7 +33,7 @@ AFTER_BOUNDARY_S = 1
 
 
 class Row(StrEnum):
-    """The rows of SPEC section 5's table, named as the table names them."""
+    """The rows of docs/contract.md §5's table, named as the table names them."""
 
     TRIALING = "trialing"
     ACTIVE = "active"
@@ -54,7 +55,7 @@ class PolicyConfig:
 
     @property
     def recheck_lead_s(self) -> int:
-        """How long before `valid_until` the re-check starts (SPEC section 5: no flicker).
+        """How long before `valid_until` the re-check starts (docs/contract.md §5: no flicker).
 
         Half the renewal grace, at most an hour: Stripe confirms a renewal within about an hour
         of the period end, so by then the renewed period is visible and access simply extends.
@@ -87,11 +88,13 @@ class ItemVerdict:
     row: Row
     until: int | None  # valid_until by the table; may lie in the past
     grants_now: bool
+    # the item's quantity as counted (docs/contract.md §5.2: none counts 1); 0 grants nothing
+    quantity: int = 1
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """Why one subscription grants what it does (SPEC section 5.3): its row, item by item."""
+    """Why one subscription grants what it does (docs/contract.md §5.3): its row, item by item."""
 
     subscription_id: str
     status: str
@@ -117,6 +120,44 @@ class Grant:
     # why: the table's row and the item that grants it (None when built by hand, as in tests)
     row: Row | None = None
     item_id: str | None = None
+    # docs/contract.md §5.2: the summed quantity of every item granting the feature now
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class GrantingItem:
+    """One item that grants now, whatever sells it: a subscription's item, or a purchase's line
+    item (docs/contract.md §5.1). Features, their quantities and limits are summed over these."""
+
+    source_id: str  # sub_... (or the purchase's id)
+    item_id: str
+    product_id: str
+    quantity: int  # > 0: an item of quantity 0 grants nothing and is no GrantingItem
+    until: int
+    row: Row | None = None
+
+
+@dataclass(frozen=True)
+class LimitPart:
+    """One item's share of a limit: `per_unit` (the product's number) times `quantity`."""
+
+    source_id: str
+    item_id: str
+    product_id: str
+    per_unit: int
+    quantity: int
+    until: int
+
+
+@dataclass(frozen=True)
+class LimitGrant:
+    """A named limit in force (docs/contract.md §5.2): the sum of its parts, until the latest."""
+
+    name: str
+    value: int
+    valid_until: int
+    source_id: str  # the item granting it longest (on a tie, the smaller source id)
+    parts: tuple[LimitPart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +174,18 @@ class Access:
     past_due_since: Mapping[str, int] = field(default_factory=dict)
     # Stripe no longer knows the customer, or deleted it: nothing is granted
     customer_gone: bool = False
+    # docs/contract.md §5.2: limit name -> its value now
+    limits: Mapping[str, LimitGrant] = field(default_factory=dict)
+    # products granting now whose `metadata.entitled_limits` was refused, and why
+    limit_problems: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def quantities(self) -> dict[str, int]:
+        return {f: g.quantity for f, g in self.grants.items()}
+
+    @property
+    def limit_values(self) -> dict[str, int]:
+        return {n: g.value for n, g in self.limits.items()}
 
     @property
     def features(self) -> frozenset[str]:
@@ -147,7 +200,7 @@ class Access:
 def judged_at(facts: CustomerFacts, wall_now: float) -> tuple[int, float]:
     """The moment to judge the customer at, and the offset of the wall clock from it.
 
-    A customer on a Stripe test clock is judged at the clock's `frozen_time` (SPEC section 5);
+    A customer on a Stripe test clock is judged at the clock's `frozen_time` (docs/contract.md §5);
     what is stored is shifted by the offset to the wall clock, so that the view and the re-check
     keep the remaining time the clock shows.
     """
@@ -158,7 +211,7 @@ def judged_at(facts: CustomerFacts, wall_now: float) -> tuple[int, float]:
 
 def cancel_time(sub: Subscription) -> int | None:
     """When the subscription is set to end: `cancel_at`, which wins; when only
-    `cancel_at_period_end` is set, the earliest item's `current_period_end` (SPEC section 5:
+    `cancel_at_period_end` is set, the earliest item's `current_period_end` (docs/contract.md §5:
     with flexible billing the items' periods may differ, and Stripe cancels at the first end)."""
     if sub.cancel_at is not None:
         return sub.cancel_at
@@ -168,7 +221,7 @@ def cancel_time(sub: Subscription) -> int | None:
 
 
 def _invoice_moment(sub: Subscription) -> PastDue | None:
-    """When Stripe shows the subscription became past_due (SPEC section 5): for
+    """When Stripe shows the subscription became past_due (docs/contract.md §5): for
     `collection_method=send_invoice`, the unpaid invoice's `due_date` (Stripe: such a
     subscription becomes past_due when its invoice is not paid by the due date,
     the Subscription object's `status`,
@@ -186,7 +239,7 @@ def _invoice_moment(sub: Subscription) -> PastDue | None:
 
 
 def past_due_moment(sub: Subscription, recorded: float | None, now: int) -> PastDue:
-    """When a past_due subscription became past_due (SPEC section 5).
+    """When a past_due subscription became past_due (docs/contract.md §5).
 
     A subscription that stays past_due across a renewal gets a new latest invoice, and taking
     its time would grant another PAST_DUE_GRACE every period: so the earliest of Stripe's time
@@ -228,7 +281,7 @@ def _status_until(
 
 
 def judge(sub: Subscription, now: int, config: PolicyConfig, recorded_past_due: float | None = None) -> Verdict:
-    """One subscription against SPEC section 5's table, item by item."""
+    """One subscription against docs/contract.md §5's table, item by item."""
     past_due = past_due_moment(sub, recorded_past_due, now) if sub.status == "past_due" else None
     cancel = cancel_time(sub)
     verdicts = []
@@ -238,7 +291,9 @@ def judge(sub: Subscription, now: int, config: PolicyConfig, recorded_past_due: 
             # A set end needs no grace: the customer asked to stop then. It never extends access
             # beyond what the status grants (a cancel time after an unconfirmed renewal).
             until, row = cancel, Row.CANCELLING
-        verdicts.append(ItemVerdict(item.id, item.product_id, row, until, until is not None and until > now))
+        # docs/contract.md §5.2: an item of quantity 0 grants nothing, whatever its row says.
+        grants = until is not None and until > now and item.units > 0
+        verdicts.append(ItemVerdict(item.id, item.product_id, row, until, grants, item.units))
     return Verdict(sub.id, sub.status, tuple(verdicts), past_due)
 
 
@@ -255,21 +310,71 @@ def grants_at(sub: Subscription, now: int, config: PolicyConfig) -> int | None:
     return until if until is not None and until > now else None
 
 
+def granting_items(verdicts: Iterable[Verdict]) -> list[GrantingItem]:
+    """The subscription items that grant now (their row grants until later, quantity > 0)."""
+    return [
+        GrantingItem(v.subscription_id, i.item_id, i.product_id, i.quantity, i.until, i.row)
+        for v in verdicts
+        for i in v.items
+        if i.grants_now and i.until is not None and i.quantity > 0
+    ]
+
+
 def _grants(verdicts: Iterable[Verdict], features_of: Mapping[str, frozenset[str]]) -> dict[str, Grant]:
+    return grants_of(granting_items(verdicts), features_of)
+
+
+def _longer(until: int, source_id: str, held_until: int, held_source: str) -> bool:
+    """Whether a grant until `until` from `source_id` is the one recorded over the held one:
+    the one granting longest, on a tie the smaller source id (stable across syncs)."""
+    return until > held_until or (until == held_until and source_id < held_source)
+
+
+def grants_of(items: Iterable[GrantingItem], features_of: Mapping[str, frozenset[str]]) -> dict[str, Grant]:
     """The union of the features of every item that grants now. When several grant one
-    feature, the one granting longest is recorded (on a tie, the smaller subscription id)."""
+    feature, the one granting longest is recorded (on a tie, the smaller source id), and the
+    feature's quantity is the sum of theirs (docs/contract.md §5.2)."""
     grants: dict[str, Grant] = {}
-    for verdict in verdicts:
-        for item in verdict.items:
-            if not item.grants_now or item.until is None:
-                continue
-            for feature in features_of.get(item.product_id, frozenset()):
-                held = grants.get(feature)
-                if held is None or item.until > held.valid_until or (
-                    item.until == held.valid_until and verdict.subscription_id < held.subscription_id
-                ):
-                    grants[feature] = Grant(feature, item.until, verdict.subscription_id, item.row, item.item_id)
-    return grants
+    summed: dict[str, int] = {}
+    for item in items:
+        for feature in features_of.get(item.product_id, frozenset()):
+            summed[feature] = summed.get(feature, 0) + item.quantity
+            held = grants.get(feature)
+            if held is None or _longer(item.until, item.source_id, held.valid_until, held.subscription_id):
+                grants[feature] = Grant(feature, item.until, item.source_id, item.row, item.item_id)
+    return {f: replace(g, quantity=summed[f]) for f, g in grants.items()}
+
+
+# Postgres' bigint: a limit is stored there, and a sum beyond it is not a limit anyone meant.
+MAX_LIMIT = 2**63 - 1
+
+
+def limits_of_items(
+    items: Iterable[GrantingItem], limits_of: Mapping[str, ProductLimits]
+) -> tuple[dict[str, LimitGrant], dict[str, str]]:
+    """docs/contract.md §5.2: each limit's value is its number times the item's quantity, summed
+    over every item that grants now; it lasts as long as the latest of them. Also the products
+    granting now whose limits were refused, and why (a product without limits gives none)."""
+    parts: dict[str, list[LimitPart]] = {}
+    problems: dict[str, str] = {}
+    for item in items:
+        product = limits_of.get(item.product_id)
+        if product is None:
+            continue
+        if product.problem is not None:
+            problems[item.product_id] = product.problem
+        for name, per_unit in product.values.items():
+            parts.setdefault(name, []).append(
+                LimitPart(item.source_id, item.item_id, item.product_id, per_unit, item.quantity, item.until))
+    limits: dict[str, LimitGrant] = {}
+    for name, shares in parts.items():
+        best = shares[0]
+        for part in shares[1:]:
+            if _longer(part.until, part.source_id, best.until, best.source_id):
+                best = part
+        value = min(sum(p.per_unit * p.quantity for p in shares), MAX_LIMIT)
+        limits[name] = LimitGrant(name, value, best.until, best.source_id, tuple(shares))
+    return limits, problems
 
 
 def entitlements(
@@ -283,7 +388,7 @@ def entitlements(
 
 
 def user_of(facts: CustomerFacts, subscriptions: Iterable[Subscription]) -> tuple[str | None, str | None]:
-    """SPEC section 5: the Checkout Session's client_reference_id, else the customer's
+    """docs/contract.md §5: the Checkout Session's client_reference_id, else the customer's
     metadata.user_id, else a subscription's (the newest that has one)."""
     if facts.checkout_user_id:
         return facts.checkout_user_id, "checkout_session"
@@ -305,7 +410,11 @@ def user_of_gone(facts: CustomerFacts, known: Known) -> tuple[str | None, str | 
 
 
 def next_check(
-    subscriptions: Iterable[Subscription], grants: Mapping[str, Grant], now: int, config: PolicyConfig
+    subscriptions: Iterable[Subscription],
+    grants: Mapping[str, Grant],
+    now: int,
+    config: PolicyConfig,
+    limits: Mapping[str, LimitGrant] | None = None,
 ) -> int | None:
     """When to sync this customer again if no webhook comes.
 
@@ -316,7 +425,8 @@ def next_check(
     """
     lead = config.recheck_lead_s
     candidates: list[int] = []
-    for until in {g.valid_until for g in grants.values()}:
+    ends = {g.valid_until for g in grants.values()} | {g.valid_until for g in (limits or {}).values()}
+    for until in ends:
         early = until - lead
         candidates.append(early if early > now + MIN_RECHECK_GAP_S else until + AFTER_BOUNDARY_S)
     for sub in subscriptions:
@@ -337,8 +447,11 @@ def decide(
     config: PolicyConfig,
     *,
     known: Known | None = None,
+    limits_of: Mapping[str, ProductLimits] | None = None,
 ) -> Access:
-    """The whole decision for one customer at `now` (in the customer's clock, `judged_at`)."""
+    """The whole decision for one customer at `now` (in the customer's clock, `judged_at`).
+
+    `limits_of`: product -> its `metadata.entitled_limits` (docs/contract.md §5.2); none: no limits."""
     known = known or Known()
     subs = facts.subscriptions
     verdicts = tuple(judge(s, now, config, known.past_due_since.get(s.id)) for s in subs)
@@ -349,7 +462,9 @@ def decide(
         return Access(grants={}, user_id=user_id, user_id_source=source, next_check=None,
                       verdicts=verdicts, past_due_since=past_due_since, customer_gone=True)
     user_id, source = user_of(facts, subs)
-    grants = _grants(verdicts, features_of)
+    items = granting_items(verdicts)
+    grants = grants_of(items, features_of)
+    limits, problems = limits_of_items(items, limits_of or {})
     return Access(grants=grants, user_id=user_id, user_id_source=source,
-                  next_check=next_check(subs, grants, now, config),
-                  verdicts=verdicts, past_due_since=past_due_since)
+                  next_check=next_check(subs, grants, now, config, limits),
+                  verdicts=verdicts, past_due_since=past_due_since, limits=limits, limit_problems=problems)
