@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 
 import structlog
@@ -46,12 +47,16 @@ SUMMARY_EVENT = "entitlements.active_entitlement_summary.updated"
 CAUSE_PREFIXES = ("customer.subscription.", "invoice.", "checkout.session.", "charge.")
 
 
-def message_reason(event_types: list[str], fallback: str | None) -> str:
-    """The reason of a sync's message: the latest event of the run that causes changes, else its
-    latest event that is not the summary, else its latest event, else why the run was queued."""
-    causes = [t for t in event_types if t.removeprefix("v1.").startswith(CAUSE_PREFIXES)]
-    others = [t for t in event_types if t.removeprefix("v1.") != SUMMARY_EVENT]
-    for found in (causes, others, event_types):
+def message_reason(events: Sequence[tuple[str, int | None]], fallback: str | None) -> str:
+    """The reason of a sync's message, from the run's events as `(type, created)` in arrival
+    order: the latest event that causes changes, else the latest that is not the summary, else
+    the latest, else why the run was queued. Latest by Stripe's `created`, arrival breaking
+    ties: the Events API poller may bring an old event in after the new one that caused the
+    change (a thin webhook, say)."""
+    ordered = [t for t, _ in sorted(events, key=lambda e: e[1] or 0)]
+    causes = [t for t in ordered if t.removeprefix("v1.").startswith(CAUSE_PREFIXES)]
+    others = [t for t in ordered if t.removeprefix("v1.") != SUMMARY_EVENT]
+    for found in (causes, others, ordered):
         if found:
             return found[-1]
     return fallback or "sync"
@@ -230,7 +235,7 @@ async def sync_customer(deps: Services, run: Run) -> None:
         access = await _compare_with_stripe(deps, facts, known, access, features_of, now,
                                             stripe_said_changed=SUMMARY_EVENT in event_types)
 
-    reason = message_reason(event_types, run.reason)
+    reason = message_reason([(e.type, e.created) for e in run.events], run.reason)
     written = await store.write(deps.pool, fence=fence, facts=facts, access=access, offset_s=offset,
                                 events=run.events, reason=reason)
     if written.message is not None:
