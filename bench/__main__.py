@@ -8,6 +8,7 @@
     api        GET /v1/check against a bare aiohttp handler (wrk), p99 at 2,000 req/s
     console    the operator console: a customer page with 1,000 events, the overview's queries
     catalog    the catalog poll: requests and time for 10, 100, 1,000 products; attach to message
+    sync       POST /v1/sync end to end against the worker's own run (fake Stripe at 100 ms)
     all        receiver, workers and sweep
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 # Each is a module of this package with `main(short: bool)`.
-BENCHES = ("receiver", "workers", "sweep", "webhooks", "client", "api", "console", "catalog")
+BENCHES = ("receiver", "workers", "sweep", "webhooks", "client", "api", "console", "catalog", "sync")
 
 
 def main() -> None:
