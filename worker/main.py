@@ -31,7 +31,7 @@ from shared.coordination import EVENTS_POLL, SYNC_FUNCTION, Keys, in_progress_ti
 from shared.publishing import Deliverer, DeliveryPolicy, Relay
 from shared.serving import Runner, harden, json_errors, metrics_view
 from shared.settings import Settings, SettingsError
-from worker import keycheck, reconcile, timers
+from worker import keycheck, reconcile, timers, wake
 from worker.sync import run_unit
 
 log = structlog.get_logger(__name__)
@@ -44,6 +44,8 @@ SWEEP_TIMEOUT_S = 6 * 3600
 # worker process at once. Its connection retries each command instead, for about a minute
 # (backoff 0.05 s doubling to 2 s), which outlasts a restart or a fail-over.
 ARQ_REDIS_RETRIES = 35
+# Between two polls of the queue, unless a job was made due for a waiting caller (worker/wake.py).
+POLL_S = 0.1
 # How long a starting worker waits for Postgres (a restart, a fail-over) before giving up.
 STARTUP_DB_WAIT_S = 60.0
 
@@ -51,7 +53,18 @@ STARTUP_DB_WAIT_S = 60.0
 class _Worker(Worker):
     """arq's Worker, except that Redis going away while a cron job is queued does not end the
     process: arq queues crons in a WATCHed pipeline, which redis-py never retries, and calls it
-    from its poll loop unguarded. That tick is skipped; the next schedule runs the job."""
+    from its poll loop unguarded. That tick is skipped; the next schedule runs the job.
+
+    And between polls it waits for `jobs_due` or `POLL_S` (arq's own delay is 0): a job made
+    due for a waiting caller is picked at once (worker/wake.py)."""
+
+    jobs_due: asyncio.Event
+
+    async def _poll_iteration(self) -> None:
+        # Cleared before the queue is read: a job made due during the read sets it again.
+        self.jobs_due.clear()
+        await super()._poll_iteration()
+        await wake.until_due(self.jobs_due, POLL_S)
 
     async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> None:
         try:
@@ -148,6 +161,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     deps.background = [
         asyncio.create_task(relay.run_forever(), name="relay"),
         asyncio.create_task(timers.run_forever(deps), name="timers"),
+        asyncio.create_task(wake.follow(deps.redis, deps.keys.jobs_due, ctx["jobs_due"]), name="wake"),
         # Outbound webhooks: its own connections and lanes, so no endpoint slows the rest.
         asyncio.create_task(Deliverer(settings.database_url, policy=DeliveryPolicy.from_settings(settings)).run_forever(),
                             name="webhooks"),
@@ -192,6 +206,7 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = False) -> Worker:
     keys = keys or Keys(prefix=settings.redis_prefix)
     name = f"{socket.gethostname()}-{os.getpid()}"
+    jobs_due = asyncio.Event()
     crons: list[CronJob] = [
         cron(events_cron, name="reconcile_events", unique=True, keep_result=0, timeout=60,
              **cron_fields(settings.reconcile_events_every.s, "RECONCILE_EVENTS_EVERY")),
@@ -208,7 +223,7 @@ def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = 
         keep_result=0,
         max_jobs=settings.worker_concurrency,
         job_timeout=JOB_TIMEOUT_S,
-        poll_delay=0.1,
+        poll_delay=0,  # `_Worker._poll_iteration` waits instead
         max_tries=1000,
         burst=burst,
         on_startup=startup,
@@ -218,10 +233,11 @@ def build_worker(settings: Settings, *, keys: Keys | None = None, burst: bool = 
         health_check_interval=30,
         job_serializer=orjson.dumps,
         job_deserializer=orjson.loads,
-        ctx={"settings": settings, "keys": keys, "worker_name": name},
+        ctx={"settings": settings, "keys": keys, "worker_name": name, "jobs_due": jobs_due},
         job_completion_wait=10,
     )
     # arq would keep a picked job in progress for the longest timeout of all (the sweep's): see
     # in_progress_timeout_s for why that stops a deployment whose worker died.
     worker.in_progress_timeout_s = in_progress_timeout_s(settings.sync_lease.s)
+    worker.jobs_due = jobs_due
     return worker

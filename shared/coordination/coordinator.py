@@ -248,13 +248,17 @@ class Coordinator:
         return int(value or 0)
 
     async def expedite(self, unit: Unit) -> bool:
-        """Make the unit's queued job due now (a caller is waiting for it); False when none is
-        queued. A job already picked is gone from the queue, and `XX` leaves it so."""
+        """Make the unit's queued job due now (a caller is waiting for it) and wake an idle
+        worker to pick it; False when none is queued. A job already picked is gone from the
+        queue, and `XX` leaves it so."""
         job_id = await cast(Awaitable[bytes | None], self.redis.hget(self.keys.unit(unit), "pending"))
         if not job_id:
             return False
         now_ms = int(time.time() * 1000)
         changed = await self.redis.zadd(self.keys.queue, {job_id: now_ms}, xx=True, lt=True, ch=True)
+        # Due now (just now, or already by `accept` without delay): an idle worker would only
+        # see it at its next poll; the caller is waiting (worker/wake.py).
+        await self.redis.publish(self.keys.jobs_due, job_id)
         return bool(changed)
 
     async def set_recheck(self, customer_id: str, due_ms: int | None) -> None:

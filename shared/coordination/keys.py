@@ -84,6 +84,12 @@ class Keys:
         `POST /v1/sync` waits on instead of polling Postgres."""
         return f"{self.prefix}:syncs-done"
 
+    @property
+    def jobs_due(self) -> str:
+        """Pub/sub channel: a job was made due now for a caller waiting on it
+        (`Coordinator.expedite`); an idle worker polls its queue at once, not at its next poll."""
+        return f"{self.prefix}:jobs-due"
+
     def api_sync_throttle(self, subject: str) -> str:
         """Set for 5 s by each `POST /v1/sync` of this customer or session id (docs/contract.md §10)."""
         return f"{self.prefix}:api:sync:{subject}"
