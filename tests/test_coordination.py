@@ -25,6 +25,7 @@ from shared.coordination import (
     is_stripe_id,
 )
 from tests.support.aio import aw, hget
+from worker import wake
 
 KEYS = Keys(prefix="t")
 CUS = Unit.customer("cus_1")
@@ -301,3 +302,26 @@ async def test_accept_is_bounded_when_redis_never_answers() -> None:
             w.close()
         server.close()
         await r.aclose(close_connection_pool=True)
+
+
+async def test_expedite_wakes_an_idle_worker(redis_client: redis.asyncio.Redis) -> None:
+    """A job made due for a waiting caller reaches the workers' `jobs_due` event
+    (worker/wake.py), so the worker polls at once instead of at its next poll."""
+    c = coordinator(redis_client)
+    due = asyncio.Event()
+    follower = asyncio.create_task(wake.follow(redis_client, KEYS.jobs_due, due))
+    try:
+        async with asyncio.timeout(5):
+            while not await redis_client.pubsub_numsub(KEYS.jobs_due) or \
+                    (await redis_client.pubsub_numsub(KEYS.jobs_due))[0][1] == 0:
+                await asyncio.sleep(0.01)
+        assert not await c.expedite(CUS)  # nothing queued: nothing to wake for
+        await asyncio.sleep(0.1)
+        assert not due.is_set()
+        await c.accept(CUS, event=ev("evt_w"), dedupe_id="evt_w")
+        assert await c.expedite(CUS)
+        async with asyncio.timeout(5):
+            await due.wait()
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
