@@ -93,6 +93,8 @@ class DeliveryPolicy:
     timeout_s: float = 10.0
     # requests in flight at once per endpoint, per worker process
     concurrency: int = 64
+    # a lane settles and claims once this many of its requests have ended (or none is in flight)
+    claim_batch: int = 16
     retry_first_s: float = 10.0
     retry_cap_s: float = 3600.0
     give_up_after_s: float = 3 * 86400.0
@@ -225,9 +227,16 @@ class _Lane:
 
     async def _step(self, session: aiohttp.ClientSession) -> None:
         self.wake.clear()
+        free = self.policy.concurrency - len(self.inflight)
+        if self.inflight and free < min(self.policy.claim_batch, max(1, self.policy.concurrency // 4)):
+            # Most requests are still in flight: let more end, then settle and claim theirs in
+            # one query each. A settle and a claim per request made Postgres the bottleneck;
+            # the leases keep every worker off these rows meanwhile.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), self.policy.idle_poll_s)
+            return
         if self.done:
             await self._settle()
-        free = self.policy.concurrency - len(self.inflight)
         claimed = await self._claim(free) if free > 0 else []
         for row in claimed:
             task = asyncio.create_task(self._attempt(session, row), name=f"webhook-{row.id}")
