@@ -1,10 +1,11 @@
-"""The worker and sweep benchmarks (bench/workers.py, bench/sweep.py) run end to end in their
+"""The worker, sweep and sync benchmarks (bench/workers.py, bench/sweep.py, bench/sync.py) run end to end in their
 smallest form: the commands work and what they count is consistent. Nothing here is timed:
 these assert on correctness only, never on speed (the figures live in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 from bench import sweep, workers
+from bench import sync as sync_bench
 
 
 async def test_workers_benchmark_smoke() -> None:
@@ -44,3 +45,14 @@ async def test_sweep_benchmark_smoke() -> None:
         assert r.pages.get("GET /v1/customers") == 1
         assert r.rejected == 0
     assert "| cold | 30 |" in sweep.report(results, facts)
+
+
+async def test_sync_benchmark_smoke() -> None:
+    """Three `POST /v1/sync` calls through the real api and worker: each answers 200, each is
+    matched to the worker's run of that customer, and each run read Stripe."""
+    result = await sync_bench.run(3)
+    assert result["n"] == 3
+    assert result["bad"] == 0
+    assert len(result["e2e"]) == len(result["held"]) == 3
+    assert all(q >= 1 for q in result["requests"])
+    assert "| **overhead**" in sync_bench.report(result)
