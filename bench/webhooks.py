@@ -16,7 +16,7 @@ import uuid
 
 import asyncpg
 
-from bench.common import append_results, machine, spawn, stop, wait_port
+from bench.common import append_results, load_note, machine, spawn, stop, wait_port
 from shared import db
 from shared.embedded import free_port
 from shared.publishing import Deliverer, DeliveryPolicy, endpoints
@@ -79,6 +79,7 @@ async def _round(n: int, with_slow: bool, fast_port: int, slow_port: int) -> flo
 def main(short: bool) -> None:
     n = 1000 if short else 10_000
     fast_port, slow_port = free_port(), free_port()
+    load_before = os.getloadavg()
     proc = spawn(["-c", RECEIVER, str(fast_port), str(slow_port)], {})
     try:
         wait_port(fast_port)
@@ -90,9 +91,10 @@ def main(short: bool) -> None:
     body = (f"{machine()}. {n} messages over {n // 5} customers (5 versions each), one worker's delivery "
             f"loop (64 in flight per endpoint), log level INFO.\n\n"
             f"| fast endpoint | deliveries/s |\n|---|---|\n| alone | {alone:.0f} |\n"
-            f"| beside an endpoint answering in 5 s | {beside:.0f} |\n| ratio | {beside / alone:.2f} |\n")
+            f"| beside an endpoint answering in 5 s | {beside:.0f} |\n| ratio | {beside / alone:.2f} |\n\n"
+            f"{load_note(load_before, os.getloadavg())}\n")
     print(body)
-    append_results("Outbound webhook deliveries", f"python -m bench webhooks{' --short' if short else ''}", body)
+    append_results("Outbound webhook deliveries", f"nice -n 5 python -m bench webhooks{' --short' if short else ''}", body)
 
 
 if __name__ == "__main__":
