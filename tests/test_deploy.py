@@ -13,7 +13,7 @@ from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 # SPEC section 3's variable that this release does not read yet (listed all the same).
-SPEC_ONLY = {"DISPUTE_POLICY"}
+SPEC_ONLY: set[str] = set()
 
 
 def env_example_names() -> set[str]:

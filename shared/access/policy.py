@@ -51,6 +51,8 @@ PastDueSource = Literal["given", "invoice_due_date", "invoice_finalized", "recor
 class PolicyConfig:
     renewal_grace_s: int
     past_due_grace_s: int
+    # DISPUTE_POLICY=revoke (docs/contract.md §5.1): an open dispute suspends what it concerns
+    revoke_disputed: bool = True
 
     @property
     def recheck_lead_s(self) -> int:
