@@ -19,6 +19,15 @@ from enum import StrEnum
 from typing import Literal
 
 from shared.access.facts import CustomerFacts, Item, Subscription
+from shared.access.purchase_policy import (
+    FOREVER,
+    PurchaseRow,
+    PurchaseVerdict,
+    judge_purchase,
+    purchase_grants,
+    subscription_dispute,
+)
+from shared.access.purchases import Charge
 
 # Statuses that never grant access, whatever else the subscription says.
 NO_ACCESS = frozenset({"paused", "unpaid", "canceled", "incomplete", "incomplete_expired"})
@@ -42,6 +51,8 @@ class Row(StrEnum):
     NO_ACCESS = "paused, unpaid, canceled, incomplete, incomplete_expired"
     # Not in the table: a status Stripe may add later. It grants nothing (fail closed).
     UNKNOWN_STATUS = "unknown status"
+    # docs/contract.md §5.1: its latest paid invoice's charge is under an open (or lost) dispute
+    DISPUTED = "latest paid invoice under dispute (DISPUTE_POLICY=revoke)"
 
 
 PastDueSource = Literal["given", "invoice_due_date", "invoice_finalized", "recorded", "first_seen"]
@@ -99,6 +110,7 @@ class Verdict:
     status: str
     items: tuple[ItemVerdict, ...]
     past_due: PastDue | None = None
+    dispute_id: str | None = None  # the dispute that suspends it (Row.DISPUTED)
 
     @property
     def until(self) -> int | None:
@@ -115,9 +127,9 @@ class Verdict:
 class Grant:
     feature: str
     valid_until: int
-    subscription_id: str
+    subscription_id: str  # or the Checkout Session of a one-time purchase
     # why: the table's row and the item that grants it (None when built by hand, as in tests)
-    row: Row | None = None
+    row: Row | PurchaseRow | None = None
     item_id: str | None = None
 
 
@@ -135,6 +147,7 @@ class Access:
     past_due_since: Mapping[str, int] = field(default_factory=dict)
     # Stripe no longer knows the customer, or deleted it: nothing is granted
     customer_gone: bool = False
+    purchases: tuple[PurchaseVerdict, ...] = ()
 
     @property
     def features(self) -> frozenset[str]:
@@ -143,7 +156,8 @@ class Access:
     @property
     def granting_products(self) -> frozenset[str]:
         """Products of the items that grant now, whether or not the catalog gives them features."""
-        return frozenset(i.product_id for v in self.verdicts for i in v.items if i.grants_now)
+        subs = {i.product_id for v in self.verdicts for i in v.items if i.grants_now}
+        return frozenset(subs | {i.product_id for p in self.purchases for i in p.items if i.grants_now})
 
 
 def judged_at(facts: CustomerFacts, wall_now: float) -> tuple[int, float]:
@@ -318,7 +332,7 @@ def next_check(
     """
     lead = config.recheck_lead_s
     candidates: list[int] = []
-    for until in {g.valid_until for g in grants.values()}:
+    for until in {g.valid_until for g in grants.values()} - {FOREVER}:
         early = until - lead
         candidates.append(early if early > now + MIN_RECHECK_GAP_S else until + AFTER_BOUNDARY_S)
     for sub in subscriptions:
@@ -343,15 +357,43 @@ def decide(
     """The whole decision for one customer at `now` (in the customer's clock, `judged_at`)."""
     known = known or Known()
     subs = facts.subscriptions
-    verdicts = tuple(judge(s, now, config, known.past_due_since.get(s.id)) for s in subs)
+    verdicts = tuple(
+        suspend_disputed(judge(s, now, config, known.past_due_since.get(s.id)), s, facts.charges, config)
+        for s in subs
+    )
+    purchases = tuple(judge_purchase(p, now, config.revoke_disputed) for p in facts.purchases)
     past_due_since = {v.subscription_id: v.past_due.at for v in verdicts if v.past_due is not None}
-    if facts.customer is None or facts.customer.deleted:
+    if (facts.customer is None and not facts.is_guest) or (facts.customer is not None and facts.customer.deleted):
         # A deleted customer keeps nothing, whatever its subscriptions said.
         user_id, source = user_of_gone(facts, known)
         return Access(grants={}, user_id=user_id, user_id_source=source, next_check=None,
-                      verdicts=verdicts, past_due_since=past_due_since, customer_gone=True)
+                      verdicts=verdicts, past_due_since=past_due_since, customer_gone=True,
+                      purchases=purchases)
     user_id, source = user_of(facts, subs)
-    grants = _grants(verdicts, features_of)
+    grants = with_purchases(_grants(verdicts, features_of), purchases, features_of)
     return Access(grants=grants, user_id=user_id, user_id_source=source,
                   next_check=next_check(subs, grants, now, config),
-                  verdicts=verdicts, past_due_since=past_due_since)
+                  verdicts=verdicts, past_due_since=past_due_since, purchases=purchases)
+
+
+def suspend_disputed(verdict: Verdict, sub: Subscription, charges: tuple[Charge, ...], config: PolicyConfig) -> Verdict:
+    """docs/contract.md §5.1: under DISPUTE_POLICY=revoke a subscription whose latest paid
+    invoice's charge is under an open dispute grants nothing until the dispute closes won."""
+    dispute = subscription_dispute(sub.paid_payment_intent, charges, config.revoke_disputed)
+    if dispute is None or not verdict.grants_now:
+        return verdict
+    items = tuple(ItemVerdict(i.item_id, i.product_id, Row.DISPUTED, i.until, False) for i in verdict.items)
+    return Verdict(verdict.subscription_id, verdict.status, items, verdict.past_due, dispute.id)
+
+
+def with_purchases(
+    grants: dict[str, Grant], purchases: tuple[PurchaseVerdict, ...], features_of: Mapping[str, frozenset[str]]
+) -> dict[str, Grant]:
+    """The subscriptions' grants and the purchases' together: a feature both give is credited to
+    the one granting longer (a purchase for ever wins)."""
+    merged = dict(grants)
+    for feature, pg in purchase_grants(purchases, features_of).items():
+        held = merged.get(feature)
+        if held is None or pg.valid_until > held.valid_until:
+            merged[feature] = Grant(feature, pg.valid_until, pg.session_id, PurchaseRow.PAID, pg.item_id)
+    return merged
