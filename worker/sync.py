@@ -20,7 +20,7 @@ from shared import tracing
 from shared.access import Access, CustomerFacts, Known, decide, judged_at, ref_id
 from shared.bootstrap import Services
 from shared.coordination import Outcome, Run, Unit, UnitKind
-from worker import catalog, reconcile, store
+from worker import catalog, payments, reconcile, store
 from worker.failures import is_fatal
 
 log = structlog.get_logger(__name__)
@@ -69,7 +69,7 @@ def retry_delay_ms(failures: int) -> int:
 
 def kind_label(unit: Unit) -> str:
     """The `kind` of metrics and log lines: customer, catalog, events, or resolve."""
-    return "resolve" if unit.kind in (UnitKind.SUBSCRIPTION, UnitKind.CHECKOUT) else unit.kind.value
+    return "resolve" if unit.kind in (UnitKind.SUBSCRIPTION, UnitKind.CHECKOUT, UnitKind.CHARGE) else unit.kind.value
 
 
 async def run_unit(deps: Services, wire: str, job_id: str) -> str:
@@ -163,11 +163,14 @@ async def _resolve(deps: Services, run: Run) -> str | None:
     """A payload named a subscription or a Checkout Session but no customer: find the customer
     and hand the events over to it (returned; None when there is none)."""
     unit = run.unit
+    reason = run.reason
     if unit.kind is UnitKind.SUBSCRIPTION:
         obj = await deps.reader.subscription(unit.id)
+        customer = ref_id(obj.get("customer")) if obj else None
     else:
-        obj = await deps.reader.checkout_session(unit.id)
-    customer = ref_id(obj.get("customer")) if obj else None
+        customer, purchase = await payments.resolve(deps.reader, unit)
+        # docs/contract.md §5.1: the customer's run reads its purchases (a success page's sync)
+        reason = "purchase" if purchase else reason
     if customer is None:
         log.info("sync.unresolved", unit=unit.wire)
         await store.record_events(deps.pool, None, run.events, outcome="unresolved")
@@ -176,8 +179,8 @@ async def _resolve(deps: Services, run: Run) -> str | None:
     target = Unit.customer(customer)
     for event in run.events:
         await deps.coordinator.accept(target, event=event, reason=event.type)
-    if not run.events:
-        await deps.coordinator.accept(target, reason=run.reason)
+    if not run.events or reason == "purchase":
+        await deps.coordinator.accept(target, reason=reason)
     SYNCS.labels("resolve", "ok").inc()
     return customer
 
@@ -216,9 +219,13 @@ async def sync_customer(deps: Services, run: Run) -> None:
     known = await store.load_known(deps.pool, cid)
     checkout_user, with_checkout = checkout_user_plan(run, known)
     audit = random.random() < deps.settings.stripe_entitlements_audit
-    facts = await deps.reader.read_customer(cid, with_checkout=with_checkout, with_entitlements=audit)
-    if not with_checkout:
-        facts = replace(facts, checkout_user_id=checkout_user)
+    if payments.is_guest(cid):
+        facts = await payments.read_guest(deps.reader, cid)
+    else:
+        facts = await payments.read_customer(deps.reader, cid, run, known, with_checkout=with_checkout,
+                                             with_entitlements=audit)
+        if not with_checkout:
+            facts = replace(facts, checkout_user_id=checkout_user)
     now, offset = judged_at(facts, time.time())
     features_of = await catalog.features_of(deps.pool, deps.reader, facts.product_ids)
 

@@ -140,6 +140,7 @@ class CustomerFacts:
     # when the sync read them (`worker/payments.py` says when)
     purchases: tuple[Purchase, ...] = ()
     charges: tuple[Charge, ...] = ()
+    payments_read: bool = False  # False: purchases and charges were not read (left empty)
 
     @property
     def livemode(self) -> bool:

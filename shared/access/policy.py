@@ -83,6 +83,8 @@ class Known:
     user_id_source: str | None = None
     # subscription id -> when it became past_due (customer clock), while it stayed past_due
     past_due_since: Mapping[str, float] = field(default_factory=dict)
+    # the customer has one-time purchases or a payment under dispute: its syncs read them
+    reads_payments: bool = False
 
 
 @dataclass(frozen=True)
