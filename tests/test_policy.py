@@ -14,25 +14,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.access import (
+    Charge,
     Customer,
     CustomerFacts,
+    Dispute,
     Invoice,
     Item,
     Known,
     PastDue,
     PolicyConfig,
+    Purchase,
+    PurchaseRow,
     Row,
     Subscription,
     decide,
     judged_at,
     metadata_features,
     next_check,
+    parse_charge,
+    parse_purchase,
     parse_subscription,
     product_features,
     user_of,
 )
-from shared.access.purchase_policy import PurchaseRow
-from shared.access.purchases import Charge, Dispute, Purchase, parse_charge, parse_purchase
 
 NOW = 1_800_000_000
 DAY = 86_400

@@ -14,10 +14,8 @@ from dataclasses import replace
 from enum import Enum
 from typing import Any
 
-from shared.access import CustomerFacts, Known, Subscription, ref_id
-from shared.access.purchases import Charge, Purchase, is_purchase
-from shared.coordination import Run, Unit, UnitKind
-from shared.coordination.routing import CHARGE_TYPES, base_type
+from shared.access import Charge, CustomerFacts, Known, Purchase, Subscription, is_purchase, ref_id
+from shared.coordination import CHARGE_TYPES, Run, Unit, UnitKind, base_type
 from shared.stripe_api import StripeReader
 from shared.stripe_api import payments as reads
 

@@ -16,8 +16,7 @@ from typing import Any
 import asyncpg
 
 from shared import tracing
-from shared.access import Access, CustomerFacts, Known, Subscription
-from shared.access.purchase_policy import FOREVER
+from shared.access import FOREVER, Access, CustomerFacts, Known, Subscription
 from shared.coordination import AcceptedEvent
 from shared.publishing import AccessChanged, EntitlementRow, diff, history, outbox
 from worker import payments_store

@@ -15,7 +15,7 @@ import stripe
 from stripe.params import InvoiceRetrieveParams
 from stripe.params.checkout import SessionLineItemListParams
 
-from shared.access.purchases import Charge, Purchase, is_purchase, parse_charge, parse_purchase
+from shared.access import Charge, Purchase, is_purchase, parse_charge, parse_purchase
 from shared.stripe_api.reader import PAGE, StripeReader
 
 
