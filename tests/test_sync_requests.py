@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from shared.access import Known
 from shared.coordination import AcceptedEvent, Run, Unit
+from worker.payments import Plan, plan
 from worker.sync import checkout_user_plan
 
 NEW = Known()
@@ -35,3 +36,22 @@ def test_the_sessions_are_read_when_nothing_names_the_user() -> None:
 
 def test_a_steady_state_sync_reads_no_session() -> None:
     assert checkout_user_plan(run(SUB), KNOWN) == ("u_1", False)
+
+
+# --- docs/contract.md §5.1: when a sync reads purchases, charges and disputes (worker/payments.py)
+def test_a_plain_subscription_sync_reads_no_payments() -> None:
+    assert plan(run(SUB), KNOWN, sessions_wanted=False) is Plan.NONE
+    assert plan(run(SUB, checkout("u_9")), NEW, sessions_wanted=False) is Plan.NONE
+    # the sessions are listed anyway: what they show decides (no extra request when no purchase)
+    assert plan(run(SUB), NEW, sessions_wanted=True) is Plan.SESSIONS
+
+
+def test_purchases_disputes_and_refunds_read_payments() -> None:
+    bought = AcceptedEvent.now("evt_p", "checkout.session.completed", "webhook", 1, client_reference_id="u",
+                               mode="payment")
+    assert plan(run(bought), KNOWN, sessions_wanted=False) is Plan.FULL
+    for kind in ("charge.refunded", "charge.dispute.created", "v1.charge.dispute.closed",
+                 "checkout.session.async_payment_succeeded"):
+        assert plan(run(AcceptedEvent.now("evt_x", kind, "webhook", 1)), KNOWN, sessions_wanted=False) is Plan.FULL
+    assert plan(run(SUB), Known(reads_payments=True), sessions_wanted=False) is Plan.FULL
+    assert plan(run(reason="purchase"), KNOWN, sessions_wanted=False) is Plan.FULL
