@@ -155,3 +155,22 @@ async def test_dispute_policy_keep_changes_nothing(stack_factory: Any) -> None:
         assert len(await stack.messages(session["id"])) == 1
 
 
+
+
+async def test_the_sweep_finds_purchases_and_disputes_without_any_webhook(stack_factory: Any) -> None:
+    """docs/contract.md §12: with every webhook lost and the Events API poller off, the sweep
+    finds a paid guest purchase, then an open dispute on it, then the dispute won."""
+    env = {"RECONCILE_EVENTS_EVERY": "1d", "RECONCILE_SWEEP_EVERY": "3s"}
+    async with stack_factory(workers=1, worker_env=env) as stack:
+        price = await lifetime_price(stack, ["lifetime"])
+        await stack.settle()
+        await stack.set_faults(drop_rate=1.0)
+        session = await pay_link(stack, price, "u_swept")
+        guest = session["id"]
+        await stack.wait_features(guest, {"lifetime"}, timeout_s=60)
+        assert await stack.user_of(guest) == "u_swept"
+        dispute = await stack.ctl.dispute_charge(await charge_of(stack, session))
+        await stack.wait_features(guest, set(), timeout_s=60)
+        await stack.ctl.resolve_dispute(dispute["id"], "won")
+        await stack.wait_features(guest, {"lifetime"}, timeout_s=60)
+        assert {m.reason for m in await stack.messages(guest)} == {"purchase"}

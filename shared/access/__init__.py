@@ -44,6 +44,7 @@ from shared.access.policy import (
 )
 from shared.access.purchase_policy import FOREVER, PurchaseRow, PurchaseVerdict, judge_purchase
 from shared.access.purchases import (
+    OPEN_DISPUTE,
     Charge,
     Dispute,
     LineItem,
@@ -56,6 +57,7 @@ from shared.access.purchases import (
 
 __all__ = [
     "FOREVER",
+    "OPEN_DISPUTE",
     "Access",
     "Charge",
     "Customer",
