@@ -1,6 +1,6 @@
 """`GET /v1/access` and `GET /v1/check`: a user's (or customer's) access, straight from Postgres.
 
-Both read the public views of SPEC section 7 (`active_entitlements`, `active_limits`), so they
+Both read the public views of docs/contract.md §7 (`active_entitlements`, `active_limits`), so they
 agree with every other reader: a grant counts only while `valid_until` is in the future, and a
 grant for ever (`infinity`) is answered as `valid_until: null`. A user with several customers
 (a Customer and a guest purchase side by side) gets the union: a feature is allowed when any of
@@ -16,7 +16,7 @@ import asyncpg
 
 from api.errors import ApiError
 
-# SPEC section 7: ids are Stripe ids or app user ids; nothing legitimate is longer.
+# docs/contract.md §7: ids are Stripe ids or app user ids; nothing legitimate is longer.
 MAX_ID_CHARS = 255
 
 

@@ -1,4 +1,4 @@
-"""The app-facing API's aiohttp app (SPEC section 10): `create_app(settings)`.
+"""The app-facing API's aiohttp app (docs/contract.md §10): `create_app(settings)`.
 
 How it is put together
 ----------------------

@@ -1,4 +1,4 @@
-"""Bearer tokens of `API_TOKENS` (SPEC section 10): which token, by name, a request carries.
+"""Bearer tokens of `API_TOKENS` (docs/contract.md §10): which token, by name, a request carries.
 
 Every secret is compared, in constant time, whatever matched earlier, so the time an answer
 takes says nothing about how much of a secret was right or which token it was close to. Only

@@ -1,4 +1,4 @@
-"""`POST /v1/sync`: run a customer's sync now and answer with its fresh access (SPEC section 10).
+"""`POST /v1/sync`: run a customer's sync now and answer with its fresh access (docs/contract.md §10).
 
 The success page of an app's Checkout calls it with the session id while the webhooks are still
 on their way (scenario 12). The API never calls Stripe: it takes the unit through the same
@@ -7,7 +7,7 @@ coordination scripts as ingest (`Coordinator.accept`, without a coalescing delay
 customer, and a worker does the reading. The API waits for the run's end by subscription
 (`RunWaiter`), up to `SYNC_WAIT_S`, then answers `GET /v1/access`'s body, or 202.
 
-A Checkout Session id is a unit of its own that a worker resolves to its customer (SPEC 5.1:
+A Checkout Session id is a unit of its own that a worker resolves to its customer (docs/contract.md §5.1:
 a session without a Customer is the customer, `customer_id` = the session id); once that run
 names the customer, the customer's own run is awaited the same way. Webhooks arriving after
 find nothing changed, so they publish nothing more.

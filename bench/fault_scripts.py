@@ -36,7 +36,7 @@ async def trial_card_renewals(s: Script) -> None:
 
 
 async def trial_pause_resume(s: Script) -> None:
-    """Checkout without a card, trial ending `pause` (SPEC scenario 1); often resumed later."""
+    """Checkout without a card, trial ending `pause` (docs/contract.md §9 scenario 1); often resumed later."""
     sub = await s.checkout(s.catalog.pro, card=None, trial_days=3, missing="pause")
     await s.pause()
     await s.advance(3 * DAY + HOUR)

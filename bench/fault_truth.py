@@ -1,12 +1,12 @@
 """The truth the fault run holds the service to: what the fake Stripe says each customer may use.
 
-`Oracle.judge` builds each customer's `CustomerFacts` the way SPEC section 5 describes them,
+`Oracle.judge` builds each customer's `CustomerFacts` the way docs/contract.md §5 describes them,
 from the JSON the fake's API answers (rendered by the fake's own shape functions, in this
 process, without the API faults), parsed with `shared.models`, and runs `shared.policy.decide`
 at the customer's clock time: the test clock's `frozen_time`, or the wall clock. It is
 synchronous, so one call sees one consistent state of the fake.
 
-One fact is not taken from the payload: *when a subscription became past_due*. SPEC section 5
+One fact is not taken from the payload: *when a subscription became past_due*. docs/contract.md §5
 grants past_due access until "when it became past_due + PAST_DUE_GRACE"; a payload only shows
 the latest invoice, which for a subscription that stays past_due across a renewal is the new
 invoice, not the one whose failure made it past_due. The fake records the moment itself
@@ -63,7 +63,7 @@ class Truth:
 
 
 def product_features(store: Store) -> dict[str, frozenset[str]]:
-    """product -> features as SPEC section 5 says: attached active Product Features, else
+    """product -> features as docs/contract.md §5 says: attached active Product Features, else
     `metadata.features` (what `worker/catalog.py` caches)."""
     out: dict[str, frozenset[str]] = {}
     for pid, product in store.products.items():

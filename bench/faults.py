@@ -1,4 +1,4 @@
-"""`python -m bench.faults`: the fault run (issue 8). Nothing lost, nothing granted wrongly.
+"""`python -m bench.faults`: the fault run (docs/reliability.md). Nothing lost, nothing granted wrongly.
 
     python -m bench.faults [--customers 500] [--seconds 300] [--seed 1] [--workers 3] [--short]
 

@@ -1,4 +1,4 @@
-"""Benchmark 1: the receiver against a bare aiohttp handler, side by side in one run (issues 7, 20).
+"""Benchmark 1: the receiver against a bare aiohttp handler, side by side in one run.
 
     python -m bench receiver [--short]
 

@@ -1,4 +1,4 @@
-"""Benchmark 3: the reconciliation sweep of 10,000 customers against the rate-limit bound (issue 7).
+"""Benchmark 3: the reconciliation sweep of 10,000 customers against the rate-limit bound.
 
     python -m bench sweep [--short]
 
@@ -40,7 +40,7 @@ from worker import reconcile
 
 FAKE_RPS = 25.0
 LATENCY_MS = 100
-RATE_LIMIT = 20.0  # SPEC section 3's default
+RATE_LIMIT = 20.0  # docs/contract.md §3's default
 # While the warm case's setup syncs run: no faults, no practical limit.
 SETUP_RATE_LIMIT = 1000.0
 

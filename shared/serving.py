@@ -1,5 +1,5 @@
 """What every HTTP process of ours (ingest, api, a worker's metrics) says about itself, and how
-it is served (issue 18 items 1, 4, 6 and 7).
+it is served (docs/contract.md §4).
 
 - `json_errors`: a middleware that turns aiohttp's own HTTP errors (404, 405, 413...) into our
   JSON error body, and any unexpected exception into a JSON 500, logged with its traceback.

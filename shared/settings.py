@@ -1,6 +1,6 @@
 """Settings from the environment (and a `.env` file), validated once at start-up.
 
-SPEC section 3 is the contract. A bad or missing value stops start-up with one line that names
+docs/contract.md §3 is the contract. A bad or missing value stops start-up with one line that names
 the variable and says what is wrong (`SettingsError`); nothing here reads the environment at
 import time, so `load()` is called from each `main()`.
 """
@@ -75,7 +75,7 @@ def _check_secrets(secrets: list[str]) -> list[str]:
 
 
 def _split_tokens(value: Any) -> dict[str, str]:
-    """`API_TOKENS`: comma-separated `name:secret` pairs (SPEC section 3)."""
+    """`API_TOKENS`: comma-separated `name:secret` pairs (docs/contract.md §3)."""
     if isinstance(value, dict):
         pairs = [(str(k), str(v)) for k, v in value.items()]
     elif isinstance(value, str):
@@ -121,7 +121,7 @@ Secrets = Annotated[
 
 
 class Settings(BaseSettings):
-    """Every variable of SPEC section 3, plus a few tuning knobs (documented in the README)."""
+    """Every variable of docs/contract.md §3, plus a few tuning knobs (documented in the README)."""
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
@@ -143,11 +143,11 @@ class Settings(BaseSettings):
     api_tokens: ApiTokens = {}
     api_port: int = 8081
 
-    # --- additions to SPEC section 3 (tuning; defaults suit production) ---
+    # --- additions to docs/contract.md §3 (tuning; defaults suit production) ---
     # Stripe's default per-endpoint limit; one bucket per endpoint beside the overall one.
     stripe_endpoint_rate_limit: float = 25.0
     # Requests in flight at once per endpoint, per process: Stripe sheds concurrent requests to
-    # one endpoint with 429 `endpoint-concurrency` (SPEC section 8).
+    # one endpoint with 429 `endpoint-concurrency` (docs/contract.md §8).
     stripe_endpoint_concurrency: int = 5
     # Share of customer syncs that also read Stripe's own active entitlements, to compare with
     # ours (an audit: ours decide, and the catalog poll finds feature changes). 0 turns it off.
@@ -167,7 +167,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # Host ingest binds to (see README, "Operating it").
     host: str = "0.0.0.0"
-    # When set, ingest's GET /metrics requires `Authorization: Bearer <METRICS_TOKEN>`.
+    # When set, every GET /metrics (ingest, api, workers) requires `Authorization: Bearer <METRICS_TOKEN>`.
     metrics_token: str | None = None
     # A worker serves its Prometheus metrics on METRICS_HOST:WORKER_METRICS_PORT when the port is
     # set (one port per worker process on a host); loopback unless told otherwise.

@@ -23,12 +23,12 @@ API_KEY = "sk_test_fake"
 @pytest.fixture(scope="session", autouse=True)
 def stripe_requests_follow_spec() -> Iterator[None]:
     """At the session's end: every request the service made to a test stack's fake Stripe is a
-    GET on SPEC section 8's list, with SDK-declared parameters and expand paths of at most four
+    GET on docs/contract.md §8's list, with SDK-declared parameters and expand paths of at most four
     levels (tests/support/stripe_requests.py). Fails the run as an error at teardown."""
     yield
     problems = request_problems(RECORDED)
     if problems:
-        pytest.fail("the service asked Stripe for what SPEC section 8 does not allow:\n" + "\n".join(problems),
+        pytest.fail("the service asked Stripe for what docs/contract.md §8 does not allow:\n" + "\n".join(problems),
                     pytrace=False)
 
 

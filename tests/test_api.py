@@ -1,4 +1,4 @@
-"""The app-facing API answers as SPEC section 10's table says, from a real Postgres and Redis.
+"""The app-facing API answers as docs/contract.md §10's table says, from a real Postgres and Redis.
 
 Rows are written the way a sync writes them (customers, entitlements, entitlement_limits,
 customer_sync); the API reads the public views, so what it says is what the view says.
@@ -129,7 +129,7 @@ async def test_check_answers_from_the_view(client: TestClient[Any, Any], pool: a
 
 
 async def test_access_is_the_union_of_a_users_customers(client: TestClient[Any, Any], pool: asyncpg.Pool) -> None:
-    """GET /v1/access has the SPEC's fields: customers, features, grants with source, limits, versions."""
+    """GET /v1/access has the contract's fields: customers, features, grants with source, limits, versions."""
     soon = datetime.now(UTC) + timedelta(days=3)
     await grant(pool, "cus_1", "u_1", "pro", until=soon, quantity=3, version=4)
     await grant(pool, "cs_guest", "u_1", "export", until="infinity", source="cs_guest", version=1)

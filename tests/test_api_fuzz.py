@@ -1,4 +1,4 @@
-"""The app-facing API under the receiver fuzz's treatment (issue 15): random methods, paths,
+"""The app-facing API under the receiver fuzz's treatment (docs/contract.md §10): random methods, paths,
 query strings, bodies, headers and tokens against the real API app, real Postgres and Redis.
 
 Invariants, for every request: never a 5xx; nothing under `/v1/` is answered without a valid

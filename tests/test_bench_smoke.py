@@ -18,7 +18,7 @@ async def test_workers_benchmark_smoke() -> None:
     assert result.messages == result.granted  # one access-changed per purchase, not two or ten
     assert customers <= result.syncs <= 2 * customers
     # Each first sync reads the subscriptions only: the burst's checkout.session.completed names
-    # the user (issue 20); Stripe's own entitlements are only a sampled audit, off in the
+    # the user (docs/contract.md §8); Stripe's own entitlements are only a sampled audit, off in the
     # benches: one request, plus a 429 retried now and then.
     assert result.requests - result.rejected == result.syncs
     assert len(result.latencies_s) == workers.SMOKE.latency_samples

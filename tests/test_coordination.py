@@ -200,7 +200,7 @@ async def _fail_fatally(c: Coordinator, r: redis.asyncio.Redis) -> str:
 
 
 async def test_a_unit_failing_fatally_is_parked_until_replayed(redis_client: redis.asyncio.Redis) -> None:
-    """Issue 18 item 2: after PARK_AFTER_FATAL non-retryable failures in a row the unit is parked:
+    """Parking (docs/contract.md §4): after PARK_AFTER_FATAL non-retryable failures in a row the unit is parked:
     no job is queued for it, new work waits (its event is kept), and it is listed. A replay
     (`unpark`) queues it again."""
     c = coordinator(redis_client)
@@ -234,7 +234,7 @@ async def test_retryable_failures_never_park(redis_client: redis.asyncio.Redis) 
 
 
 def test_no_payload_id_can_name_an_internal_unit() -> None:
-    """Issue 18 item 3: internal units' wire names are out of reach of any Stripe-shaped id, and
+    """Internal units' wire names are out of reach of any Stripe-shaped id, and
     every wire name decodes to the one unit it came from."""
     for internal in (EVENTS_POLL, CATALOG):
         assert not is_stripe_id(internal.wire)

@@ -1,4 +1,4 @@
-"""The deployment files (issue 17): .env.example names every setting and loads as it stands;
+"""The deployment files (README, "Run with Docker"): .env.example names every setting and loads as it stands;
 compose.yaml publishes only ingest and the API, and persists Redis and Postgres. The image
 itself is tested by `make image-test` (deploy/image-test.sh), which needs Docker."""
 
@@ -12,8 +12,8 @@ import yaml
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-# SPEC section 3's variable that this release does not read yet (listed all the same).
-SPEC_ONLY: set[str] = set()
+# docs/contract.md §3's variables that this release does not read yet (listed all the same).
+CONTRACT_ONLY: set[str] = set()
 
 
 def env_example_names() -> set[str]:
@@ -28,7 +28,7 @@ def env_example_names() -> set[str]:
 def test_env_example_lists_every_setting() -> None:
     fields = {name.upper() for name in Settings.model_fields}
     assert fields - env_example_names() == set()
-    assert env_example_names() >= SPEC_ONLY
+    assert env_example_names() >= CONTRACT_ONLY
 
 
 def test_env_example_loads_as_it_stands() -> None:

@@ -1,4 +1,4 @@
-"""The fault run's short form (issue 8), in CI: bench/faults.py with 50 customers and one minute
+"""The fault run's short form (docs/reliability.md), in CI: bench/faults.py with 50 customers and one minute
 of faults, on a Postgres and a Redis of its own (it restarts both). `python -m bench.faults` is
 the full run (500 customers); docs/reliability.md has its figures.
 """
@@ -29,7 +29,7 @@ async def test_short_fault_run_loses_nothing_and_grants_nothing_wrongly() -> Non
     assert report.processes["kills"] >= 3
     assert report.outages["redis_down_s"] > 0
     assert report.outages["postgres_down_s"] > 0
-    assert report.outages["redis_lost_down_s"] > 0  # Redis killed and back empty (issue 20)
+    assert report.outages["redis_lost_down_s"] > 0  # Redis killed and back empty
     assert report.driver_errors == {}, "a lifecycle script failed: the run did less than it says"
 
     # and nothing was lost or granted wrongly

@@ -1,4 +1,4 @@
-"""Issue 18: what an outside probe of the receiver and the local run found. Each test names the
+"""Hardening: what an outside probe of the receiver and the local run found. Each test names the
 item it holds us to. Real ingest and api apps served as `python -m` serves them
 (`tests.support.served.ServedApp`), real Redis and Postgres; raw sockets where HTTP clients
 would refuse to send what a probe sends."""
@@ -291,6 +291,25 @@ def test_embedded_postgres_keeps_its_socket_and_files_private(tmp_path: Path) ->
         assert stat.S_IMODE(socket_dir.stat().st_mode) & 0o077 == 0, oct(socket_dir.stat().st_mode)
     finally:
         handle.cleanup()  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(os.environ.get("TEST_EMBEDDED_PG") == "0", reason="embedded Postgres disabled")
+def test_embedded_postgres_still_stops_cleanly_once_redis_started_beside_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`entitled run` starts Postgres, then Redis, under one private `.data`. Redis's folder
+    rule once closed the shared parents again, so (run as root) the server's own user could no
+    longer reach its data: `pg_ctl stop` failed and the server was killed instead of stopped."""
+    root = tmp_path / ".data"
+    _, handle = start_postgres(root / "demo" / "postgres", private_root=root)
+    redis_server = RedisServer(data_dir=root / "demo" / "redis", persist=True, private_root=root)
+    redis_server.start()
+    try:
+        assert private(root, traverse_ok=os.geteuid() == 0) == []
+    finally:
+        redis_server.close()
+        with caplog.at_level(logging.WARNING, logger="embedded_postgres"):
+            handle.cleanup()  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if "Failed to stop" in r.getMessage()]
 
 
 # --- item 6: Stripe's base URL, worker metrics ----------------------------------------------------

@@ -1,4 +1,4 @@
-"""The receiver answers exactly as SPEC section 4's table says, against a real Redis."""
+"""The receiver answers exactly as docs/contract.md §4's table says, against a real Redis."""
 
 from __future__ import annotations
 
@@ -329,7 +329,7 @@ async def test_thin_event_needing_no_work_is_ignored(client: TestClient[Any, Any
 @pytest.mark.parametrize("payload_id", ["__events__", "__catalog__", "internal:events", "internal:catalog"])
 async def test_a_payload_cannot_name_an_internal_unit(client: TestClient[Any, Any], redis_client: redis.asyncio.Redis,
                                                       payload_id: str) -> None:
-    """Issue 18 item 3: `"customer": "__events__"` once started an Events API poll, and
+    """Internal units are out of payloads' reach: `"customer": "__events__"` once started an Events API poll, and
     `"__catalog__"` merged into the catalog unit. Such ids are refused, and nothing is queued."""
     evt = event("invoice.paid", {"id": "in_1", "object": "invoice", "customer": payload_id})
     status, body = await post(client, body_of(evt), sign(body_of(evt), [WEBHOOK_SECRET]))

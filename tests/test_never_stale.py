@@ -1,4 +1,4 @@
-"""Never stale (issue 6, SPEC scenarios 3, 8, 9): access is right when webhooks come late, are
+"""Never stale (docs/contract.md §9, scenarios 3, 8, 9): access is right when webhooks come late, are
 lost, or never come — re-checks, reconciliation and catalog changes, end to end.
 
 The re-check tests run on the wall clock (the fake's global clock follows it) with short

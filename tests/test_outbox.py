@@ -1,4 +1,4 @@
-"""access-changed (SPEC section 6): the outbox, the relay, the subscriber helpers, the schema.
+"""access-changed (docs/contract.md §6): the outbox, the relay, the subscriber helpers, the schema.
 
 Real Postgres and real Redis; changes are committed through the worker's own write path
 (`worker.store.write`), and published by the real relay.

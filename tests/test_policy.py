@@ -1,8 +1,8 @@
-"""The access policy held to SPEC section 5, by property tests (hypothesis).
+"""The access policy held to docs/contract.md §5, by property tests (hypothesis).
 
 The oracle below (`Oracle`) restates section 5's table and text, sentence by sentence, without
 importing anything from shared/access/policy.py: where the two disagree, one of them misread
-the SPEC. The policy is called only through its public entry (`decide`, `judged_at`, ...).
+the contract. The policy is called only through its public entry (`decide`, `judged_at`, ...).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ configs = st.builds(
     past_due_grace_s=st.sampled_from([0, 3600, 7 * DAY]),
 )
 
-# What the strategies may generate. Each SPEC case the policy covers is turned on here.
+# What the strategies may generate. Each case of the contract the policy covers is turned on here.
 MIXED_PERIODS = True  # items of one subscription with different periods (flexible billing)
 SEND_INVOICE = True  # collection_method=send_invoice, with the invoice's due_date
 PAUSED_PAST_DUE = True  # pause_collection on a past_due subscription
@@ -103,7 +103,7 @@ def subscriptions(draw: st.DrawFn, sub_id: str | None = None) -> Subscription:
 
 @dataclass(frozen=True)
 class Oracle:
-    """SPEC section 5, restated as plainly as it reads."""
+    """docs/contract.md §5, restated as plainly as it reads."""
 
     cfg: PolicyConfig
 
@@ -195,7 +195,7 @@ def test_features_and_valid_until_follow_the_table(
 
 @given(subs=st.lists(subscriptions(), min_size=1, max_size=4).map(numbered), cfg=configs, now=times, data=st.data())
 def test_each_grant_says_why(subs: list[Subscription], cfg: PolicyConfig, now: int, data: st.DataObject) -> None:
-    """SPEC 5.3: each grant names a subscription and item that grant the feature until exactly
+    """docs/contract.md §5.3: each grant names a subscription and item that grant the feature until exactly
     then, and the table's row that says so."""
     known = data.draw(recorded_for(subs))
     oracle = Oracle(cfg)
@@ -423,7 +423,7 @@ def test_parses_stripe_subscription_fixture_shape() -> None:
     assert access.past_due_since == {"sub_1": NOW - 2 * DAY}
 
 
-# Issue 13, items 3-5: each of these failed on the policy before them (the commit that added them says how).
+# Stripe as it really is (send_invoice, per-item periods, flexible billing): each of these failed on the policy before them (the commit that added them says how).
 def test_send_invoice_past_due_counts_from_the_due_date() -> None:
     """collection_method=send_invoice (net 7): past_due from the invoice's due_date, not its
     finalization, so the customer gets the whole PAST_DUE_GRACE after the due date."""

@@ -1,4 +1,4 @@
-"""The receiver under bad input (issue 8), by property tests (hypothesis) against the real ingest
+"""The receiver under bad input (docs/contract.md §4), by property tests (hypothesis) against the real ingest
 app and a real Redis: random bodies (bytes, invalid UTF-8, other encodings, JSON of the wrong
 shape, huge, empty), random and malformed `Stripe-Signature` headers, valid signatures over
 garbage, wrong methods, paths, content types and content encodings.
@@ -7,7 +7,7 @@ Invariants, for every request: no 5xx (503 only while Redis is down); the server
 answering; and nothing is written to Redis (no arq job, no unit, no event list, no seen key)
 unless the answer is a plain `200 {"received": true}` for a real, routable event.
 
-Issue 18 added: the app is served as `python -m ingest` serves it (`ServedApp`), every answer
+Hardening added: the app is served as `python -m ingest` serves it (`ServedApp`), every answer
 is without a `Server:` banner and every refusal is a JSON error; signed events with fields of
 the wrong shape (ids with control characters or of any length, fields nested up to 1,000 levels,
 hints of any size); and raw request heads an HTTP client would not send (bad framing, bad
@@ -229,7 +229,7 @@ async def test_wrong_methods_and_paths(
 async def test_empty_and_huge_bodies(
     client: TestClient[Any, Any], redis_client: redis.asyncio.Redis, size: int, signed: bool, expected: int
 ) -> None:
-    """Empty bodies and bodies up to 8 MiB: 400 or 413 as SPEC section 4 says, nothing queued,
+    """Empty bodies and bodies up to 8 MiB: 400 or 413 as docs/contract.md §4 says, nothing queued,
     and the server still answers."""
     body = b"x" * size
     status, answer = await post(client, body, sign(body, [WEBHOOK_SECRET]) if signed else None)
@@ -291,7 +291,7 @@ async def test_body_that_does_not_decode_is_a_400(
     assert (await client.get("/healthz")).status == 200
 
 
-# --- issue 18: signed events with fields of the wrong shape ---------------------------------------
+# --- hardening: signed events with fields of the wrong shape ---------------------------------------
 
 NESTED = "<nested>"
 control_texts = st.text(alphabet=st.characters(max_codepoint=0x2FFF), min_size=1, max_size=20).filter(
@@ -343,7 +343,7 @@ def well_shaped(body: bytes) -> bool:
 async def test_signed_events_with_fields_of_the_wrong_shape_are_refused(
     client: TestClient[Any, Any], redis_client: redis.asyncio.Redis, body: bytes
 ) -> None:
-    """Issue 18 item 1: a signed event with an id, type, `created` or hint Stripe would never
+    """A signed event with an id, type, `created` or hint Stripe would never
     send (control characters, any length, nested up to 1,000 levels) is a JSON 4xx or an
     acknowledged no-op, never a 5xx, and queues nothing unless it is in fact well-formed."""
     status, answer = await post(client, body, sign(body, [WEBHOOK_SECRET]))
@@ -353,7 +353,7 @@ async def test_signed_events_with_fields_of_the_wrong_shape_are_refused(
     await check(client, redis_client, status, answer, body)
 
 
-# --- issue 18: request heads no HTTP client would send --------------------------------------------
+# --- hardening: request heads no HTTP client would send --------------------------------------------
 
 MARKER = "M" + uuid.uuid4().hex
 header_bytes = st.binary(min_size=0, max_size=40).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
@@ -382,7 +382,7 @@ request_lines = st.sampled_from([b"POST /webhooks/stripe HTTP/1.1", b"POST /webh
 async def test_raw_request_heads_answer_json_without_echo(
     client: TestClient[Any, Any], redis_client: redis.asyncio.Redis, line: bytes, headers: list[bytes], body: bytes
 ) -> None:
-    """Issue 18 item 4: whatever the head (bad framing, encodings aiohttp cannot decode, control
+    """Whatever the head (bad framing, encodings aiohttp cannot decode, control
     characters, oversized or too many headers), an answer, when the server gives one, is JSON,
     never a 5xx, never has a `Server:` banner, never echoes a byte of the request; nothing is
     queued; and the server keeps answering."""

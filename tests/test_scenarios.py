@@ -1,4 +1,4 @@
-"""SPEC section 9's scenarios, end to end: the fake Stripe sends its real event sequences to the
+"""docs/contract.md §9's scenarios, end to end: the fake Stripe sends its real event sequences to the
 real ingest; real worker processes sync from the fake's API into Postgres and publish to Redis.
 Assertions are on the `active_entitlements` view and the `access-changed` stream.
 

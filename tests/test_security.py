@@ -1,4 +1,4 @@
-"""Security (issue 8): replayed deliveries, rotated-out secrets and the wrong mode are refused;
+"""Security (docs/contract.md §4): replayed deliveries, rotated-out secrets and the wrong mode are refused;
 no secret and no payload reaches the logs; metrics are bound or protected as the README says.
 
 Everything runs against the real ingest app (in-process), real worker processes, a real Redis

@@ -1,4 +1,4 @@
-"""Settings (SPEC section 3): defaults, durations, and one clear line per bad or missing value."""
+"""Settings (docs/contract.md §3): defaults, durations, and one clear line per bad or missing value."""
 
 from __future__ import annotations
 
@@ -33,14 +33,14 @@ def test_durations(text: str, seconds: float) -> None:
     ["RENEWAL_GRACE", "PAST_DUE_GRACE", "RECONCILE_EVENTS_EVERY", "RECONCILE_SWEEP_EVERY", "SYNC_LEASE"],
 )
 def test_durations_from_the_environment(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    """Every duration variable parses from the environment as the SPEC writes it (`1d`), not as
+    """Every duration variable parses from the environment as the contract writes it (`1d`), not as
     JSON (pydantic-settings decodes complex field types as JSON unless told not to)."""
     monkeypatch.setenv(name, "1d")
     assert getattr(load(), name.lower()).s == 86400
 
 
 def test_defaults() -> None:
-    """Every default of the SPEC's table."""
+    """Every default of the contract's table."""
     s = load()
     assert s.database_url == "postgresql://localhost/entitled"
     assert s.redis_url == "redis://localhost:6379/0"

@@ -1,4 +1,4 @@
-"""Listing by `created` ranges side by side (worker/listing.py, issue 20): every object once,
+"""Listing by `created` ranges side by side (worker/listing.py, docs/contract.md §12): every object once,
 however the objects are spread in time (many in one second included), within the shared rate
 limit and the per-endpoint bound on requests in flight. Against the fake Stripe, real Redis."""
 

@@ -1,5 +1,5 @@
 """Where a sync takes the Checkout Session's user from (worker/sync.py `checkout_user_plan`,
-issue 20): a request only when no signed event of the burst already names it."""
+docs/contract.md §8): a request only when no signed event of the burst already names it."""
 
 from __future__ import annotations
 

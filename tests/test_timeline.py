@@ -1,4 +1,4 @@
-"""`GET /v1/customers/C/timeline` (SPEC section 10): events, syncs (what Stripe said), decisions
+"""`GET /v1/customers/C/timeline` (docs/contract.md §10): events, syncs (what Stripe said), decisions
 with their why, messages and deliveries, newest first, paginated.
 
 Syncs are committed through the worker's write path (`worker.store.write`), which records the

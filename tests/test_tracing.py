@@ -1,4 +1,4 @@
-"""Tracing (shared/tracing.py, issue 17): one webhook's whole chain of spans, in this process.
+"""Tracing (shared/tracing.py, README "Tracing"): one webhook's whole chain of spans, in this process.
 
 The fake Stripe sends the webhooks of a purchase to the real ingest app in this event loop; an
 arq worker in burst mode syncs the customer (fake Stripe, real Postgres and Redis) and the relay

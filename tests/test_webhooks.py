@@ -1,4 +1,4 @@
-"""Outbound webhooks (SPEC section 10): endpoints, durable deliveries, order, retries, isolation.
+"""Outbound webhooks (docs/contract.md §10): endpoints, durable deliveries, order, retries, isolation.
 
 Real Postgres; changes are committed through the worker's own write path (`worker.store.write`),
 so the outbox trigger makes the deliveries exactly as in production; the real `Deliverer` POSTs

@@ -1,4 +1,4 @@
-"""The worker's pieces in this process (issue 12): timers and reconciliation queue work, and the
+"""The worker's pieces in this process: timers and reconciliation queue work, and the
 arq worker (burst mode: it stops once the queue is empty) carries it out against the fake
 Stripe, real Redis and real Postgres. No webhook endpoint is registered: whatever reaches the
 database came through the piece under test. The end-to-end tests run worker processes.
@@ -133,7 +133,7 @@ async def test_the_sweep_queues_customers_that_differ(deps: Services, worker_set
 
 
 async def test_an_event_naming_an_internal_unit_is_refused_by_the_poller(deps: Services) -> None:
-    """Issue 18 item 3, on the Events API path: `"customer": "__events__"` queues nothing."""
+    """Internal units, on the Events API path: `"customer": "__events__"` queues nothing."""
     event = {"id": "evt_x1", "object": "event", "type": "invoice.paid", "created": int(time.time()),
              "livemode": False, "data": {"object": {"id": "in_1", "object": "invoice", "customer": "__events__"}}}
     assert await reconcile.feed_event(deps, event, "events_api") == "refused"

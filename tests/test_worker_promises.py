@@ -1,4 +1,4 @@
-"""The worker's per-customer promises (issue 4), with several real worker processes on a real
+"""The worker's per-customer promises (docs/contract.md §2), with several real worker processes on a real
 Redis: one sync at a time, no lost update, coalescing, and fencing of a paused sync.
 """
 

@@ -2,13 +2,13 @@
 
 Features come from Stripe Product Features (the lookup keys of the features attached to a
 product) and, for products with none attached, from `metadata.features` (comma-separated lookup
-keys): SPEC section 5, a rule of the policy (`shared.access.product_features`); this module
+keys): docs/contract.md §5, a rule of the policy (`shared.access.product_features`); this module
 reads both and caches them. A sync reads the cache and fills it for products it has never seen.
 Catalog jobs refresh it and resync the customers whose products changed: `product.*` and
 `price.*` events name one product (`refresh`), and the catalog poll (`poll`, every
 `RECONCILE_CATALOG_EVERY`) re-reads every product anyone holds. The poll is the only way to
 learn that a feature was attached to or removed from a product: Stripe fires no event for that
-(SPEC section 4; its entitlements guide: existing subscriptions' active entitlements change
+(docs/contract.md §4; its entitlements guide: existing subscriptions' active entitlements change
 only at their next billing period, https://docs.stripe.com/billing/entitlements).
 
 What can change access is summed up in a digest (the product's `active` and `metadata`, its

@@ -306,7 +306,7 @@ async def cmd_events(ctx: Services, *, limit: int) -> None:
         print(_table([(r["event_id"], r["type"], r["customer_id"], r["received_at"], r["attempts"], r["error"])
                       for r in rows], ["id", "type", "customer", "received", "attempts", "error"]))
     if parked:
-        # Parked units are not retried (issue 18): each waits for `entitled replay UNIT`.
+        # Parked units are not retried: each waits for `entitled replay UNIT`.
         print("\nparked units (not retried; `entitled replay UNIT` runs one again)\n" + _table(
             [(p.unit.wire, datetime.fromtimestamp(p.parked_at_ms / 1000, UTC)) for p in parked],
             ["unit", "parked"]))

@@ -11,7 +11,7 @@ never makes a second one for the same URL.
   parameter): an existing endpoint on another version is reported, and the operator deletes it
   and runs `connect` again.
 - `enabled_events` is every event type Stripe knows (the SDK's list) that the receiver queues
-  work for (`shared.coordination.wants_work`, contract section 4): the list follows the router.
+  work for (`shared.coordination.wants_work`, docs/contract.md §4): the list follows the router.
 - Stripe returns the signing secret only when it creates the endpoint: it is printed then (and
   written to `--env-file` if given); an update keeps the secret the endpoint had.
 

@@ -1,5 +1,5 @@
 """`entitled endpoints add URL | list | remove ID` and `entitled deliveries --failed`
-(outbound webhooks, SPEC section 10). Kept apart from worker/cli.py, which only wires it in."""
+(outbound webhooks, docs/contract.md §10). Kept apart from worker/cli.py, which only wires it in."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Which failures of a run retrying cannot mend, so that the unit is parked rather than retried
-for ever (issue 18 item 2; shared/coordination/coordinator.py says what parking does).
+for ever (shared/coordination/coordinator.py says what parking does).
 
 Only a refusal of the request itself counts: Stripe's 400/404 (`invalid_request_error`,
 https://docs.stripe.com/error-handling#invalid-request-errors) and Postgres refusing the data

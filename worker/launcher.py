@@ -5,7 +5,7 @@
 - REDIS_URL unset: a redis-server under `.data/local/redis`, with an append-only file. The URLs
   of the embedded servers are written to `.data/run.env` while it runs, where the CLI finds them.
 - DATABASE_URL or REDIS_URL set but not answering: one line naming the variable, nothing started.
-- STRIPE_API_KEY unset: the fake Stripe, in demo mode: it plays SPEC scenarios on test clocks
+- STRIPE_API_KEY unset: the fake Stripe, in demo mode: it plays the scenarios of docs/contract.md §9 on test clocks
   while a readable timeline shows each event received, each sync and each access-changed
   message. With real settings it runs for real (ingest + one worker) and prints their logs.
 - A child that exits on its own (a bad setting, a dependency gone) stops everything: its last

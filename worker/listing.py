@@ -1,4 +1,4 @@
-"""Listing a whole Stripe list endpoint by `created` ranges, side by side (the sweep, issue 20).
+"""Listing a whole Stripe list endpoint by `created` ranges, side by side (the sweep, docs/contract.md §12).
 
 A Stripe list is paged with a cursor (`starting_after`): page n+1 cannot be asked for before
 page n came back, so one list of 100,000 objects takes 1,000 round trips one after another,

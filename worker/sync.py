@@ -193,14 +193,14 @@ def checkout_user_plan(run: Run, prior: Known) -> tuple[str | None, bool]:
     session update takes no such parameter: https://docs.stripe.com/api/checkout/sessions/update),
     so the value a signed snapshot event carries is the one the API would give, and the one we
     stored stays right. The sessions are read only when a checkout event came without it (a
-    thin event), or an operator asked for a full resync (SPEC section 8: one request per sync).
+    thin event), or an operator asked for a full resync (docs/contract.md §8: one request per sync).
     """
     checkout = [e for e in run.events if e.type.startswith("checkout.session.")]
     hinted = [e.client_reference_id or "" for e in checkout]
     # A caller waiting on the success page (`POST /v1/sync`, before any webhook) and a customer
     # whose user is still unknown read the sessions too: the user may be there already. Not
     # when the burst brought a completed session naming the user: that is the value a read
-    # gives (issue 20: a first purchase costs one request).
+    # gives (a first purchase costs one request).
     named = bool(hinted) and bool(hinted[-1].strip())
     if run.reason in ("resync", "api.sync") or (prior.user_id is None and not named) or any(
         e.client_reference_id is None for e in checkout

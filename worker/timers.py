@@ -1,6 +1,6 @@
 """The timer loop every worker runs: re-checks that fall due, and runs that died.
 
-Access must end on time even when no webhook comes (SPEC section 5). Each sync leaves one
+Access must end on time even when no webhook comes (docs/contract.md §5). Each sync leaves one
 re-check per customer in a Redis sorted set; every second, each worker asks Redis to turn the
 due ones into work (`fire_due`, atomic, so each fires once however many workers run). As a
 backstop for a Redis that lost its data, once a minute the loop also queues customers whose

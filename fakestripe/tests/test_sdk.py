@@ -1,5 +1,5 @@
 """The official `stripe` SDK (StripeClient, async methods, AIOHTTPClient) works against the fake
-for every endpoint SPEC section 8 lists, with Stripe's pagination, filters, `expand` and errors.
+for every endpoint docs/contract.md §8 lists, with Stripe's pagination, filters, `expand` and errors.
 """
 
 from __future__ import annotations

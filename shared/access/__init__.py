@@ -1,7 +1,7 @@
-"""The access decision (SPEC section 5): Stripe's facts, parsed, and the pure policy over them.
+"""The access decision (docs/contract.md §5): Stripe's facts, parsed, and the pure policy over them.
 
 Everything here is pure: no I/O and no clock of its own. The worker loads the facts and carries
-the decision out (`worker/sync.py`). Every rule of SPEC section 5 lives here:
+the decision out (`worker/sync.py`). Every rule of docs/contract.md §5 lives here:
 `policy.py` (the table, when a subscription became past_due, the user, a deleted customer, the
 test clock's time, the re-check), `features.py` (Product Features, else `metadata.features`).
 """

@@ -1,4 +1,4 @@
-"""Which features a product grants (SPEC section 5, first paragraph): pure.
+"""Which features a product grants (docs/contract.md §5, first paragraph): pure.
 
 Stripe Product Features (the lookup keys of the features attached to the product) and, for
 accounts that do not use them, the product's `metadata.features` (comma-separated lookup keys).
@@ -16,7 +16,7 @@ FeatureSource = Literal["product_features", "metadata.features"]
 
 @dataclass(frozen=True)
 class ProductFeatures:
-    """A product's features and where they came from (the "why" of SPEC section 5.3)."""
+    """A product's features and where they came from (the "why" of docs/contract.md §5.3)."""
 
     features: frozenset[str]
     source: FeatureSource | None  # None: the product grants nothing

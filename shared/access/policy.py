@@ -1,11 +1,11 @@
-"""The access policy (SPEC section 5): pure functions, no I/O, no clock of their own.
+"""The access policy (docs/contract.md §5): pure functions, no I/O, no clock of their own.
 
 `decide(facts, features_of, now, config, known=...)` is the functional core of a sync: given what
 Stripe says about a customer, the product -> features catalog, what entitled itself recorded
 before (`Known`) and the moment to judge at, it returns which features the customer may use,
 until when, why (`Verdict`, `Grant.row`), and when to look again. The worker loads the facts and
 carries the decision out; the property tests in `tests/test_policy.py` hold these functions to
-an independent restatement of the SPEC's table.
+an independent restatement of the contract's table.
 
 All times are Unix seconds in the customer's clock (`judged_at`: a test clock's `frozen_time`
 when the customer is on one).
@@ -41,7 +41,7 @@ AFTER_BOUNDARY_S = 1
 
 
 class Row(StrEnum):
-    """The rows of SPEC section 5's table, named as the table names them."""
+    """The rows of docs/contract.md §5's table, named as the table names them."""
 
     TRIALING = "trialing"
     ACTIVE = "active"
@@ -67,7 +67,7 @@ class PolicyConfig:
 
     @property
     def recheck_lead_s(self) -> int:
-        """How long before `valid_until` the re-check starts (SPEC section 5: no flicker).
+        """How long before `valid_until` the re-check starts (docs/contract.md §5: no flicker).
 
         Half the renewal grace, at most an hour: Stripe confirms a renewal within about an hour
         of the period end, so by then the renewed period is visible and access simply extends.
@@ -106,7 +106,7 @@ class ItemVerdict:
 
 @dataclass(frozen=True)
 class Verdict:
-    """Why one subscription grants what it does (SPEC section 5.3): its row, item by item."""
+    """Why one subscription grants what it does (docs/contract.md §5.3): its row, item by item."""
 
     subscription_id: str
     status: str
@@ -165,7 +165,7 @@ class Access:
 def judged_at(facts: CustomerFacts, wall_now: float) -> tuple[int, float]:
     """The moment to judge the customer at, and the offset of the wall clock from it.
 
-    A customer on a Stripe test clock is judged at the clock's `frozen_time` (SPEC section 5);
+    A customer on a Stripe test clock is judged at the clock's `frozen_time` (docs/contract.md §5);
     what is stored is shifted by the offset to the wall clock, so that the view and the re-check
     keep the remaining time the clock shows.
     """
@@ -176,7 +176,7 @@ def judged_at(facts: CustomerFacts, wall_now: float) -> tuple[int, float]:
 
 def cancel_time(sub: Subscription) -> int | None:
     """When the subscription is set to end: `cancel_at`, which wins; when only
-    `cancel_at_period_end` is set, the earliest item's `current_period_end` (SPEC section 5:
+    `cancel_at_period_end` is set, the earliest item's `current_period_end` (docs/contract.md §5:
     with flexible billing the items' periods may differ, and Stripe cancels at the first end)."""
     if sub.cancel_at is not None:
         return sub.cancel_at
@@ -186,7 +186,7 @@ def cancel_time(sub: Subscription) -> int | None:
 
 
 def _invoice_moment(sub: Subscription) -> PastDue | None:
-    """When Stripe shows the subscription became past_due (SPEC section 5): for
+    """When Stripe shows the subscription became past_due (docs/contract.md §5): for
     `collection_method=send_invoice`, the unpaid invoice's `due_date` (Stripe: such a
     subscription becomes past_due when its invoice is not paid by the due date,
     the Subscription object's `status`,
@@ -204,7 +204,7 @@ def _invoice_moment(sub: Subscription) -> PastDue | None:
 
 
 def past_due_moment(sub: Subscription, recorded: float | None, now: int) -> PastDue:
-    """When a past_due subscription became past_due (SPEC section 5).
+    """When a past_due subscription became past_due (docs/contract.md §5).
 
     A subscription that stays past_due across a renewal gets a new latest invoice, and taking
     its time would grant another PAST_DUE_GRACE every period: so the earliest of Stripe's time
@@ -246,7 +246,7 @@ def _status_until(
 
 
 def judge(sub: Subscription, now: int, config: PolicyConfig, recorded_past_due: float | None = None) -> Verdict:
-    """One subscription against SPEC section 5's table, item by item."""
+    """One subscription against docs/contract.md §5's table, item by item."""
     past_due = past_due_moment(sub, recorded_past_due, now) if sub.status == "past_due" else None
     cancel = cancel_time(sub)
     verdicts = []
@@ -301,7 +301,7 @@ def entitlements(
 
 
 def user_of(facts: CustomerFacts, subscriptions: Iterable[Subscription]) -> tuple[str | None, str | None]:
-    """SPEC section 5: the Checkout Session's client_reference_id, else the customer's
+    """docs/contract.md §5: the Checkout Session's client_reference_id, else the customer's
     metadata.user_id, else a subscription's (the newest that has one)."""
     if facts.checkout_user_id:
         return facts.checkout_user_id, "checkout_session"

@@ -2,7 +2,7 @@
 
 All our keys start with a configurable prefix so that several deployments, or test runs, can
 share one Redis. arq's keys are namespaced by its queue name, which we derive from the prefix.
-The stream and channel names are part of the contract (SPEC section 6) and take no prefix
+The stream and channel names are part of the contract (docs/contract.md §6) and take no prefix
 unless the deployment asks for one.
 """
 
@@ -14,7 +14,7 @@ from arq.constants import job_key_prefix
 
 from shared.coordination.units import Unit
 
-# SPEC section 6: the stream and the pub/sub channel share this name.
+# docs/contract.md §6: the stream and the pub/sub channel share this name.
 ACCESS_CHANGED = "access-changed"
 
 DEDUPE_TTL_S = 4 * 86400  # Stripe retries for up to 3 days; keep ids a day longer.
@@ -85,7 +85,7 @@ class Keys:
         return f"{self.prefix}:syncs-done"
 
     def api_sync_throttle(self, subject: str) -> str:
-        """Set for 5 s by each `POST /v1/sync` of this customer or session id (SPEC section 10)."""
+        """Set for 5 s by each `POST /v1/sync` of this customer or session id (docs/contract.md §10)."""
         return f"{self.prefix}:api:sync:{subject}"
 
     def rate(self, bucket: str) -> str:

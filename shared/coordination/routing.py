@@ -1,4 +1,4 @@
-"""Which work a Stripe event calls for (SPEC section 4), shared by ingest and the Events API poller.
+"""Which work a Stripe event calls for (docs/contract.md §4), shared by ingest and the Events API poller.
 
 An event is only ever a hint about *which* customer (or catalog entry) changed; the worker
 re-reads the truth from Stripe. So all we take from a payload is an id, and only an id of
@@ -20,7 +20,7 @@ from shared.coordination.units import CATALOG, EVENTS_POLL, Unit, UnitKind, is_s
 CHARGE_TYPES = frozenset(
     {"charge.refunded", "charge.dispute.created", "charge.dispute.closed", "charge.dispute.funds_reinstated"}
 )
-# Event types that are customer work (SPEC section 4), besides every `customer.subscription.*`.
+# Event types that are customer work (docs/contract.md §4), besides every `customer.subscription.*`.
 CUSTOMER_TYPES = frozenset(
     {
         "invoice.paid",
@@ -198,7 +198,7 @@ def route_thin(event: Mapping[str, Any]) -> Route:
     if isinstance(rtype, str) and rtype in _THIN_OBJECTS:
         kind, prefix = _THIN_OBJECTS[rtype]
         return Route(Unit(kind, str(_ref(rid, "related_object.id", prefix))))
-    # An invoice, say: no endpoint SPEC section 8 allows resolves it; the snapshot event the
+    # An invoice, say: no endpoint docs/contract.md §8 allows resolves it; the snapshot event the
     # Events API poller reads names the customer.
     return Route(EVENTS_POLL)
 

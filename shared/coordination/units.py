@@ -11,7 +11,7 @@ Wire form (Redis hash names, lease members, arq job arguments):
 
 Every id taken from a payload must have Stripe's id shape (`is_stripe_id`: a lowercase prefix,
 `_`, then letters and digits), which has no `:`. So no payload can name an internal unit, or
-any unit of another kind than the one routing gave it (issue 18 item 3).
+any unit of another kind than the one routing gave it (docs/contract.md §4: no payload id names an internal unit).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Publishing `access-changed` (SPEC section 6): the message, the outbox, the relay, subscribers.
+"""Publishing `access-changed` (docs/contract.md §6): the message, the outbox, the relay, subscribers.
 
 A sync asks `changes.diff` what it changed and `outbox.append`s its message in its own
 transaction; the `Relay` publishes committed rows to the stream and the channel;

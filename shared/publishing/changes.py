@@ -1,4 +1,4 @@
-"""What a sync changed for one customer, and whether that is worth a message (SPEC section 6): pure.
+"""What a sync changed for one customer, and whether that is worth a message (docs/contract.md §6): pure.
 
 The store reads what it held (entitlement rows and the user) inside its write transaction and
 asks `diff` what changed: the rows decide whether the entitlements are rewritten; the features

@@ -1,4 +1,4 @@
-"""Outbound webhooks: the delivery loop of every worker (SPEC section 10).
+"""Outbound webhooks: the delivery loop of every worker (docs/contract.md §10).
 
 Where deliveries come from
 --------------------------

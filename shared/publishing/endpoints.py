@@ -1,4 +1,4 @@
-"""Outbound webhook endpoints (SPEC section 10): add, list, remove; and the failed deliveries.
+"""Outbound webhook endpoints (docs/contract.md §10): add, list, remove; and the failed deliveries.
 
 An endpoint gets every `access-changed` message committed after it was added (a trigger on
 `outbox`, migration 0005, makes its delivery rows). Its secret is a fresh `whsec_` key, as the

@@ -1,4 +1,4 @@
-"""The `access-changed` message (SPEC section 6), as built by the worker and read by subscribers.
+"""The `access-changed` message (docs/contract.md §6), as built by the worker and read by subscribers.
 
 The JSON Schema in `docs/access-changed.schema.json` describes the same shape for consumers in
 other languages; `tests/test_messages.py` checks every message we build against it.

@@ -1,4 +1,4 @@
-"""The outbox relay: publishes committed `access-changed` messages (SPEC section 6).
+"""The outbox relay: publishes committed `access-changed` messages (docs/contract.md §6).
 
 A sync writes its message into `outbox` in the same transaction as the change, so a change that
 committed is published even if Redis was down at the time. One relay at a time, across all

@@ -1,4 +1,4 @@
-"""Consume `access-changed` from another service (SPEC section 6).
+"""Consume `access-changed` from another service (docs/contract.md §6).
 
 Durable, with a consumer group on the stream::
 

@@ -1,4 +1,4 @@
-"""Reading Stripe (SPEC section 8): one SDK client per process, one rate limit for all of them.
+"""Reading Stripe (docs/contract.md §8): one SDK client per process, one rate limit for all of them.
 
 `client.py` is the transport (rate-limited, retrying), `ratelimit.py` the shared budget in
 Redis, `reader.py` the only reads we make.

@@ -56,7 +56,7 @@ CONCURRENCY_REASON = "endpoint-concurrency"
 DEFAULT_ENDPOINT_CONCURRENCY = 5
 TIMEOUT = aiohttp.ClientTimeout(total=20, sock_connect=5, sock_read=15)
 
-# Path words of the endpoints we call (SPEC section 8); any other segment is an object id.
+# Path words of the endpoints we call (docs/contract.md §8); any other segment is an object id.
 _PATH_WORDS = frozenset(
     {"v1", "customers", "subscriptions", "subscription_items", "products", "features", "prices",
      "checkout", "sessions", "line_items", "entitlements", "active_entitlements", "test_helpers",

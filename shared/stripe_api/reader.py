@@ -1,4 +1,4 @@
-"""Reads from Stripe: the endpoints of SPEC section 8, and nothing else.
+"""Reads from Stripe: the endpoints of docs/contract.md §8, and nothing else.
 
 Each method makes the fewest requests it can (`expand` instead of follow-up calls, 100 per
 page) and returns plain dicts or parsed models; parsing stays in `shared/access/facts.py`.
@@ -47,7 +47,7 @@ class StripeReader:
 
     async def _complete_items(self, sub: dict[str, Any]) -> None:
         """Stripe embeds only the first page of a subscription's items (`has_more`); the rest
-        come from `GET /v1/subscription_items?subscription=` (SPEC section 5), in place."""
+        come from `GET /v1/subscription_items?subscription=` (docs/contract.md §5), in place."""
         items = sub.get("items")
         if not isinstance(items, dict) or not items.get("has_more"):
             return

@@ -1,11 +1,11 @@
-"""What the service may ask of Stripe (SPEC section 8), checked against what it did ask.
+"""What the service may ask of Stripe (docs/contract.md §8), checked against what it did ask.
 
 Every fake Stripe a test stack starts records its requests (`fakestripe.faults.RequestLog`); the
 stack hands them to `RECORDED` when it stops, and a session fixture (tests/conftest.py) checks
 the ones made with the service's key (`SERVICE_KEY`; the test's own driving requests use another
 key) at the end of the run:
 
-- a GET on SPEC section 8's list (or `GET`/`POST /v1/webhook_endpoints[/{id}]`, the one exception);
+- a GET on docs/contract.md §8's list (or `GET`/`POST /v1/webhook_endpoints[/{id}]`, the one exception);
 - every query parameter declared by the stripe-python 16.1.0 params TypedDict of that endpoint;
 - every `expand` path at most four levels deep (https://docs.stripe.com/expand).
 """
@@ -58,7 +58,7 @@ RECORDED: list[dict[str, Any]] = []
 
 
 def request_problems(entries: list[dict[str, Any]], key: str = SERVICE_KEY) -> list[str]:
-    """Why each recorded request made with `key` breaks SPEC section 8 (empty when none does)."""
+    """Why each recorded request made with `key` breaks docs/contract.md §8 (empty when none does)."""
     problems: list[str] = []
     for entry in entries:
         if entry["key"] != key:
@@ -66,7 +66,7 @@ def request_problems(entries: list[dict[str, Any]], key: str = SERVICE_KEY) -> l
         call = f"{entry['method']} {entry['route']} (e.g. {entry['example']}, {entry['count']}x)"
         cls = ALLOWED.get((entry["method"], entry["route"]))
         if cls is None:
-            problems.append(f"{call}: not on SPEC section 8's list")
+            problems.append(f"{call}: not on docs/contract.md §8's list")
             continue
         declared = set(cls.__annotations__) - REQUEST_OPTION_KEYS
         problems += [

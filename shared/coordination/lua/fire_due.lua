@@ -1,5 +1,5 @@
 -- Timers, run by every worker every second; atomic, so each fires once whatever the number of workers.
--- 1. Due re-checks (SPEC section 5) become work for their customer.
+-- 1. Due re-checks (docs/contract.md §5) become work for their customer.
 -- 2. Runs whose lease expired (their process died or stalled): the unit is queued again at once,
 --    rather than when arq retries the dead job (its job timeout + 10 s later).
 -- KEYS: 1 re-checks sorted set, 2 arq queue, 3 live-leases sorted set, 4 parked units sorted set

@@ -1,5 +1,5 @@
 -- entitled: initial schema.
--- Public (SPEC section 7): the `customers` table and the `active_entitlements` view.
+-- Public (docs/contract.md §7): the `customers` table and the `active_entitlements` view.
 -- Everything else is internal and may change between releases.
 
 CREATE TABLE IF NOT EXISTS customers (
@@ -16,7 +16,7 @@ CREATE TABLE IF NOT EXISTS customers (
 );
 CREATE INDEX IF NOT EXISTS customers_user_id ON customers (user_id);
 
--- Per-customer sync bookkeeping: the fencing token and the access version (SPEC section 6).
+-- Per-customer sync bookkeeping: the fencing token and the access version (docs/contract.md §6).
 CREATE TABLE IF NOT EXISTS customer_sync (
     customer_id     text PRIMARY KEY,
     -- bumped when a sync starts; a sync may only write while it still holds the newest fence
@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS catalog_products (
 );
 CREATE INDEX IF NOT EXISTS catalog_products_feature_ids ON catalog_products USING gin (feature_ids);
 
--- Transactional outbox of access-changed messages (SPEC section 6).
+-- Transactional outbox of access-changed messages (docs/contract.md §6).
 CREATE TABLE IF NOT EXISTS outbox (
     id           bigserial PRIMARY KEY,
     customer_id  text NOT NULL,

@@ -1,4 +1,4 @@
--- SPEC sections 5.2 and 7 (2026-12): each granted feature carries a quantity, and products may
+-- docs/contract.md §5.2 and §7: each granted feature carries a quantity, and products may
 -- carry numeric limits. Public: the `quantity` column of `active_entitlements`, and the view
 -- `active_limits`. A grant for ever (a one-time purchase) has valid_until 'infinity'.
 

@@ -1,4 +1,4 @@
--- Outbound webhooks (SPEC section 10): endpoints, and one durable delivery row per message and
+-- Outbound webhooks (docs/contract.md §10): endpoints, and one durable delivery row per message and
 -- endpoint. The rows are made by a trigger on `outbox`, so in the very transaction that commits
 -- the change: a message that exists is owed to every endpoint that existed when it was made.
 CREATE TABLE IF NOT EXISTS webhook_endpoints (

@@ -1,4 +1,4 @@
--- The customer timeline (SPEC section 10, GET /v1/customers/C/timeline): one row per customer
+-- The customer timeline (docs/contract.md §10, GET /v1/customers/C/timeline): one row per customer
 -- sync with a compact summary of what Stripe said and of the decision with its why. Kept
 -- 7 days (pruned by the workers' delivery housekeeping), like the outbox.
 CREATE TABLE IF NOT EXISTS sync_log (
