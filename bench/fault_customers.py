@@ -46,6 +46,9 @@ class Catalog:
     legacy: str
     pro_product: str
     features: dict[str, str]  # lookup key -> feature id
+    # one-time prices (docs/contract.md §5.1): a lifetime deal, and a 30-day pass
+    lifetime: str = ""
+    pass30: str = ""
 
 
 async def make_catalog(client: stripe.StripeClient) -> Catalog:
@@ -67,7 +70,18 @@ async def make_catalog(client: stripe.StripeClient) -> Catalog:
     pro_product, pro = await product("Pro", ["basic", "pro", "export"])
     _, addon = await product("Addon", ["addon"])
     _, legacy = await product("Legacy", [], metadata_features="legacy, reports")
-    return Catalog(basic, pro, addon, legacy, pro_product, features)
+
+    async def one_time(name: str, key: str, metadata: dict[str, str]) -> str:
+        created = await client.v1.entitlements.features.create_async({"name": key.title(), "lookup_key": key})
+        prod = await client.v1.products.create_async({"name": name})
+        await client.v1.products.features.create_async(prod.id, {"entitlement_feature": created.id})
+        price = await client.v1.prices.create_async(
+            {"product": prod.id, "unit_amount": 9900, "currency": "usd", "metadata": metadata})
+        return price.id
+
+    lifetime = await one_time("Lifetime", "lifetime", {})
+    pass30 = await one_time("Pass", "pass", {"entitled_duration": "30d"})
+    return Catalog(basic, pro, addon, legacy, pro_product, features, lifetime, pass30)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import stripe
 
+from bench import fault_purchases
 from bench.fault_customers import CARD, DAY, FAILING_CARD, HOUR, MONTH, Customer, Script, World
 
 Kind = Callable[[Script], Awaitable[None]]
@@ -269,6 +270,9 @@ KINDS: dict[str, tuple[Kind, int, int]] = {
     "wall_dunning": (wall_dunning, 3, 3),
     "wall_cancel_at": (wall_cancel_at, 3, 2),
     "wall_plan_changes": (wall_plan_changes, 4, 4),
+    # one-time purchases, refunds and disputes (bench/fault_purchases.py)
+    "wall_guest_purchase": (fault_purchases.wall_guest_purchase, 4, 3),
+    "wall_customer_purchase": (fault_purchases.wall_customer_purchase, 4, 3),
 }
 
 
