@@ -125,7 +125,8 @@ async def write(
         rows = entitlement_rows(access, offset_s)
         change = diff(held, old["user_id"] if old else None, rows, access.user_id)
 
-        if facts.customer is not None or old is not None or change.after:
+        # a guest purchase (docs/contract.md §5.1) has a row as soon as its session is one
+        if facts.customer is not None or (facts.is_guest and facts.purchases) or old is not None or change.after:
             await _write_customer(conn, facts, access)
         await _write_subscriptions(conn, cid, facts.subscriptions, access.past_due_since)
         await payments_store.write(conn, facts, access)

@@ -67,7 +67,8 @@ def _purchase(p: PurchaseVerdict, features_by_item: Mapping[str, list[str]], off
         features = ", ".join(sorted(features_by_item.get(item.item_id, []))) or "nothing more"
         until = None if item.until is None or item.until >= FOREVER else item.until + offset_s
         state = "grants" if item.grants_now else "granted, which has passed,"
-        parts.append(f"{item.item_id} ({item.product_id}) {state} {features} until {when(until)}")
+        end = "for ever" if until is None else f"until {when(until)}"
+        parts.append(f"{item.item_id} ({item.product_id}) {state} {features} {end}")
     return f"one-time purchase {p.session_id}{paid}: " + ("; ".join(parts) or "no line items") + f" [{p.row.value}]"
 
 
