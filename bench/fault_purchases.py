@@ -46,11 +46,11 @@ async def purchase(s: Script, *, guest: bool) -> None:
     s.act(fate)
 
 
-async def wall_guest_purchase(s: Script) -> None:
+async def guest_purchase(s: Script) -> None:
     await purchase(s, guest=True)
 
 
-async def wall_customer_purchase(s: Script) -> None:
+async def customer_purchase(s: Script) -> None:
     await purchase(s, guest=False)
 
 
