@@ -98,7 +98,8 @@ async def read_guest(reader: StripeReader, session_id: str) -> CustomerFacts:
     session, purchases = await reads.guest_purchase(reader, session_id)
     user = _user_from([session]) if session is not None else None
     return CustomerFacts(session_id, None, (), user, frozenset(), purchases=purchases,
-                         charges=tuple(p.charge for p in purchases if p.charge is not None), payments_read=True)
+                         charges=tuple(p.charge for p in purchases if p.charge is not None), payments_read=True,
+                         guest_livemode=bool(session and session.get("livemode")))
 
 
 async def resolve(reader: StripeReader, unit: Unit) -> tuple[str | None, bool]:

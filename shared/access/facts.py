@@ -141,10 +141,12 @@ class CustomerFacts:
     purchases: tuple[Purchase, ...] = ()
     charges: tuple[Charge, ...] = ()
     payments_read: bool = False  # False: purchases and charges were not read (left empty)
+    # a guest purchase's mode (its session's `livemode`): it has no Customer to say so
+    guest_livemode: bool = False
 
     @property
     def livemode(self) -> bool:
-        return self.customer.livemode if self.customer else False
+        return self.customer.livemode if self.customer else self.guest_livemode
 
     @property
     def is_guest(self) -> bool:
