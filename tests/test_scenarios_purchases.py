@@ -10,6 +10,7 @@ from typing import Any, cast
 from stripe.params import PaymentLinkCreateParams
 from stripe.params.checkout import SessionCreateParams
 
+from api.access import access
 from tests.support.stack import Stack
 
 
@@ -56,6 +57,17 @@ async def test_scenario_10_lifetime_purchase_without_a_customer(stack_factory: A
         assert (await stack.view(guest))["lifetime"].year == 9999  # Postgres `infinity`
         assert await stack.pool.fetchval(
             "SELECT count(*) FROM active_entitlements WHERE user_id = 'u_life' AND valid_until = 'infinity'") == 1
+        # the same user with a real Customer too: both rows side by side, the API gives the union
+        _, monthly = await stack.product("Pro", ["pro"])
+        cus = await stack.customer(metadata={"user_id": "u_life"})
+        await stack.subscribe(cus, monthly)
+        await stack.wait_features(cus, {"pro"})
+        found = await access(stack.pool, user_id="u_life", customer_id=None, timeout_s=5)
+        assert found is not None
+        assert found["customer_ids"] == sorted([guest, cus])
+        assert found["features"] == ["lifetime", "pro"]
+        lifetime = next(g for g in found["grants"] if g["feature"] == "lifetime")
+        assert (lifetime["valid_until"], lifetime["customer_id"], lifetime["source"]) == (None, guest, guest)
 
         charge = await charge_of(stack, session)
         dispute = await stack.ctl.dispute_charge(charge)
