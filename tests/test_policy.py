@@ -644,3 +644,19 @@ def test_a_partial_refund_changes_nothing_and_a_full_one_ends_the_grant() -> Non
     gone = decide(guest_facts([parse_purchase(session, items, [full])], customer="cs_test_1"), PRODUCTS, NOW, CFG)
     assert gone.grants == {}
     assert gone.purchases[0].row is PurchaseRow.REFUNDED
+
+
+@given(subs=st.lists(subscriptions(), max_size=3).map(numbered), cfg=configs, now=times, revoke=st.booleans(),
+       data=st.data())
+def test_subscriptions_and_purchases_make_one_union(
+    subs: list[Subscription], cfg: PolicyConfig, now: int, revoke: bool, data: st.DataObject
+) -> None:
+    """A customer with subscriptions and purchases: each feature granted by either, until the
+    later of the two (a purchase for ever outlasts any period)."""
+    cfg = replace(cfg, revoke_disputed=revoke)
+    raws = [data.draw(raw_purchases(n)) for n in range(data.draw(st.integers(0, 2)))]
+    access = decide(guest_facts([_purchase(r) for r in raws], subs), PRODUCTS, now, cfg)
+    expected = Oracle(cfg).features(subs, Known(), now)
+    for feature, until in PurchaseOracle(revoke).features(raws, now).items():
+        expected[feature] = max(expected.get(feature, until), until)
+    assert {f: g.valid_until for f, g in access.grants.items()} == expected

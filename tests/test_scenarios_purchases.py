@@ -186,3 +186,22 @@ async def test_the_sweep_finds_purchases_and_disputes_without_any_webhook(stack_
         await stack.ctl.resolve_dispute(dispute["id"], "won")
         await stack.wait_features(guest, {"lifetime"}, timeout_s=60)
         assert {m.reason for m in await stack.messages(guest)} == {"purchase"}
+
+
+async def test_success_page_sync_of_a_guest_purchase(stack_factory: Any) -> None:
+    """docs/contract.md §9 scenario 12 for a Payment Link without a Customer: POST /v1/sync with
+    the session id, webhooks held back, answers the purchase's access under its `cs_...`
+    customer; the webhooks that follow publish nothing more."""
+    from tests.test_api_sync import api_client, post_sync
+
+    async with stack_factory(workers=1) as stack:
+        price = await lifetime_price(stack, ["lifetime"])
+        await stack.set_faults(delay_s=(4.0, 4.5))
+        async with api_client(stack.database_url, stack.redis_url) as client:
+            session = await pay_link(stack, price, "u_page")
+            status, body = await post_sync(client, {"checkout_session_id": session["id"]})
+            assert status == 200, body
+            assert (body["customer_ids"], body["user_id"], body["features"]) == ([session["id"]], "u_page", ["lifetime"])
+            assert body["grants"][0]["valid_until"] is None
+            await stack.settle()
+            assert changes(await stack.messages(session["id"])) == [(1, ("lifetime",), ())]
