@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run test lint bench bench-short fault fault-short fault-long image-test clean
+.PHONY: install run test lint bench bench-short fault fault-short fault-long image-test clean clean-data
 
 $(BIN)/.installed: pyproject.toml fakestripe/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,5 +46,10 @@ image-test: install
 fault-long: install
 	$(BIN)/python -m bench.faults --customers 2000 --seconds 1800 --workers 4
 
+# Keeps .data (the embedded databases of `make run`); `make clean-data` removes them.
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis .data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+clean-data:
+	@echo "removing .data: the embedded Postgres and Redis of make run (demo and local), with their data"
+	rm -rf .data

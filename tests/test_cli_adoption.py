@@ -236,3 +236,33 @@ def test_the_run_file_is_read_while_its_run_lives(database_url: str, tmp_path: P
     proc = entitled("migrate", env={}, cwd=tmp_path)
     assert proc.returncode == 2
     assert "127.0.0.1:1" not in proc.stderr
+
+
+def worker_process(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "worker"], env={**CLEAN_ENV, **env},
+                          capture_output=True, text=True, timeout=90, check=False)
+
+
+async def test_the_worker_refuses_a_key_stripe_refuses_in_one_line(database_url: str, redis_url: str) -> None:
+    """A wrong key is found at start by one cheap read, not by the first sync."""
+    async with FakeStripe(api_keys=(KEY,)).running() as fake:
+        proc = await asyncio.to_thread(worker_process, {
+            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STRIPE_API_KEY": "sk_test_garbage",
+            "STRIPE_API_BASE": fake.base_url, "LOG_LEVEL": "error"})
+    line = one_line(proc)
+    assert line.startswith("entitled worker: STRIPE_API_KEY: Stripe refused the key (Invalid API Key"), line
+
+
+async def test_the_worker_refuses_a_live_key_on_a_test_mode_database(database_url: str, redis_url: str) -> None:
+    """The demo's (test-mode) customers never meet a live key: one line, before any request."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute("INSERT INTO customers (customer_id, livemode) VALUES ('cus_demo', false)")
+    finally:
+        await conn.close()
+    async with FakeStripe(api_keys=(KEY,)).running() as fake:
+        proc = await asyncio.to_thread(worker_process, {
+            "DATABASE_URL": database_url, "REDIS_URL": redis_url, "STRIPE_API_KEY": "sk_live_real",
+            "STRIPE_API_BASE": fake.base_url, "LOG_LEVEL": "error"})
+    assert one_line(proc) == ("entitled worker: STRIPE_API_KEY: a live-mode key, but DATABASE_URL holds "
+                              "test-mode customers; give each mode a database of its own")

@@ -60,3 +60,27 @@ def test_purchases_say_for_ever_and_why_they_grant_nothing() -> None:
     assert lines[1] == f"one-time purchase cs_b grants nothing, paid {explain.when(NOW - DAY)}: fully refunded"
     assert lines[2].endswith("payment under an open dispute (DISPUTE_POLICY=revoke) (dp_1)")
     assert lines[-1] == "user u_9 (from checkout_session)"
+
+
+def test_quantities_limits_and_refused_metadata_in_words() -> None:
+    """docs/contract.md §5.2 and §5.3: a seat count, each limit with its parts, a quantity-0 item
+    that grants nothing, and a product whose limits were refused."""
+    from shared.access import parse_limits
+
+    team = Subscription("sub_t", "cus_1", "active", (
+        Item("si_t", "price_t", "prod_team", 1, NOW + 30 * DAY, quantity=8),
+        Item("si_z", "price_z", "prod_extra", 1, NOW + 30 * DAY, quantity=0),
+        Item("si_b", "price_b", "prod_bad", 1, NOW + 30 * DAY),
+    ), created=1)
+    limits = {"prod_team": parse_limits({"entitled_limits": "projects=5"}),
+              "prod_bad": parse_limits({"entitled_limits": "projects=lots"})}
+    access = decide(facts(team), {"prod_team": frozenset({"team"}), "prod_extra": frozenset({"extra"}),
+                                  "prod_bad": frozenset({"bad"})}, NOW, CONFIG, limits_of=limits)
+    lines = explain.sentences(access)
+    until = explain.when(NOW + 31 * DAY)
+    assert lines[0].startswith(f"sub_t is active: si_t (prod_team) x8 grants team until {until} [active]; "
+                               "si_z (prod_extra) grants nothing: quantity 0 [active]; ")
+    assert "team: quantity 8" in lines
+    assert f"limit projects = 40 (5 x 8 from si_t (prod_team)) until {until}" in lines
+    assert "prod_bad gives no limits: metadata.entitled_limits: projects='lots' is not a whole number " \
+           "(0 to 15 digits)" in lines

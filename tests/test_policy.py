@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,8 +22,10 @@ from shared.access import (
     Invoice,
     Item,
     Known,
+    ParseError,
     PastDue,
     PolicyConfig,
+    ProductLimits,
     Purchase,
     PurchaseRow,
     Row,
@@ -32,6 +35,8 @@ from shared.access import (
     metadata_features,
     next_check,
     parse_charge,
+    parse_item,
+    parse_limits,
     parse_purchase,
     parse_subscription,
     product_features,
@@ -61,6 +66,15 @@ configs = st.builds(
 MIXED_PERIODS = True  # items of one subscription with different periods (flexible billing)
 SEND_INVOICE = True  # collection_method=send_invoice, with the invoice's due_date
 PAUSED_PAST_DUE = True  # pause_collection on a past_due subscription
+QUANTITIES = True  # item quantities: none (metered), 0, or more (docs/contract.md §5.2)
+
+# docs/contract.md §5.2: `metadata.entitled_limits` of the products above, as a merchant writes it.
+LIMIT_TEXT = {
+    "prod_basic": "projects=5",
+    "prod_pro": "projects=50, api_calls=10000",
+    "prod_addon": "api_calls=2500,",
+}
+quantities = st.none() | st.integers(0, 9) if QUANTITIES else st.none()
 
 
 @st.composite
@@ -81,7 +95,8 @@ def subscriptions(draw: st.DrawFn, sub_id: str | None = None) -> Subscription:
     shared_end = draw(times)
     items = tuple(
         Item(id=f"si_{i}", price_id=f"price_{i}", product_id=draw(st.sampled_from(sorted(PRODUCTS))),
-             current_period_start=None, current_period_end=draw(times) if MIXED_PERIODS else shared_end)
+             current_period_start=None, current_period_end=draw(times) if MIXED_PERIODS else shared_end,
+             quantity=draw(quantities))
         for i in range(n_items)
     )
     send_invoice = SEND_INVOICE and draw(st.booleans())
@@ -152,17 +167,49 @@ class Oracle:
             until = cancel if until is None else min(until, cancel)
         return until
 
+    def granting(self, subs: list[Subscription], known: Known, now: int) -> list[tuple[Item, int, int]]:
+        """The items that grant now, with until when and their quantity: 'an item with
+        quantity: 0 grants nothing; an item without a quantity, as with metered prices, counts
+        as 1' (section 5.2)."""
+        out = []
+        for sub in subs:
+            for item in sub.items:
+                until = self.until(sub, item, known.past_due_since.get(sub.id), now)
+                quantity = 1 if item.quantity is None else item.quantity
+                if until is not None and until > now and quantity != 0:
+                    out.append((item, until, quantity))
+        return out
+
     def features(self, subs: list[Subscription], known: Known, now: int) -> dict[str, int]:
         """'A customer's features = the union over the items of every subscription that grants
         now', each until its longest grant."""
         out: dict[str, int] = {}
-        for sub in subs:
-            for item in sub.items:
-                until = self.until(sub, item, known.past_due_since.get(sub.id), now)
-                if until is None or until <= now:
+        for item, until, _ in self.granting(subs, known, now):
+            for feature in PRODUCTS[item.product_id]:
+                out[feature] = max(out.get(feature, until), until)
+        return out
+
+    def quantities(self, subs: list[Subscription], known: Known, now: int) -> dict[str, int]:
+        """'Each granted feature carries a quantity: the sum of the quantity of the items that
+        grant it'."""
+        out: dict[str, int] = {}
+        for item, _, quantity in self.granting(subs, known, now):
+            for feature in PRODUCTS[item.product_id]:
+                out[feature] = out.get(feature, 0) + quantity
+        return out
+
+    def limits(self, subs: list[Subscription], known: Known, now: int) -> dict[str, tuple[int, int]]:
+        """'each limit's value is its number times the item's quantity, summed over every item
+        that grants now. Limits last as long as the item that grants them (several items: the
+        latest).' name -> (value, valid_until)."""
+        out: dict[str, tuple[int, int]] = {}
+        for item, until, quantity in self.granting(subs, known, now):
+            for part in LIMIT_TEXT.get(item.product_id, "").split(","):
+                if not part.strip():
                     continue
-                for feature in PRODUCTS[item.product_id]:
-                    out[feature] = max(out.get(feature, until), until)
+                name, number = (x.strip() for x in part.split("="))
+                value, latest = out.get(name, (0, until))
+                out[name] = (value + int(number) * quantity, max(latest, until))
         return out
 
 
@@ -258,7 +305,8 @@ def test_past_due_without_any_moment_starts_its_grace_when_first_seen(
                   cancel_at_period_end=False)
     access = decide(facts_of([sub]), PRODUCTS, now, cfg)
     assert access.past_due_since == {"sub_1": now}
-    expected = {f for i in sub.items for f in PRODUCTS[i.product_id]} if cfg.past_due_grace_s > 0 else set()
+    expected = {f for i in sub.items if i.quantity != 0 for f in PRODUCTS[i.product_id]} \
+        if cfg.past_due_grace_s > 0 else set()
     assert access.features == expected
 
 
@@ -660,3 +708,112 @@ def test_subscriptions_and_purchases_make_one_union(
     for feature, until in PurchaseOracle(revoke).features(raws, now).items():
         expected[feature] = max(expected.get(feature, until), until)
     assert {f: g.valid_until for f, g in access.grants.items()} == expected
+
+
+# docs/contract.md §5.2: quantities and limits.
+LIMITS_OF = {pid: parse_limits({"entitled_limits": text}) for pid, text in LIMIT_TEXT.items()}
+
+
+@given(subs=st.lists(subscriptions(), max_size=4).map(numbered), cfg=configs, now=times, data=st.data())
+def test_each_feature_carries_the_summed_quantity_of_its_items(
+    subs: list[Subscription], cfg: PolicyConfig, now: int, data: st.DataObject
+) -> None:
+    """Quantities are the oracle's: summed over the items granting the feature now, none counts
+    as 1, an item of quantity 0 grants nothing (its feature is absent unless another grants it)."""
+    known = data.draw(recorded_for(subs))
+    access = decide(facts_of(subs), PRODUCTS, now, cfg, known=known, limits_of=LIMITS_OF)
+    assert access.quantities == Oracle(cfg).quantities(subs, known, now)
+    assert all(q > 0 for q in access.quantities.values())
+
+
+@given(subs=st.lists(subscriptions(), max_size=4).map(numbered), cfg=configs, now=times, data=st.data())
+def test_limits_are_number_times_quantity_summed_until_the_latest(
+    subs: list[Subscription], cfg: PolicyConfig, now: int, data: st.DataObject
+) -> None:
+    """Each limit is the oracle's: per-unit number x quantity, summed over the granting items, in
+    force until the latest of them; the parts the why lists add up to it."""
+    known = data.draw(recorded_for(subs))
+    access = decide(facts_of(subs), PRODUCTS, now, cfg, known=known, limits_of=LIMITS_OF)
+    assert {n: (g.value, g.valid_until) for n, g in access.limits.items()} == Oracle(cfg).limits(subs, known, now)
+    for limit in access.limits.values():
+        assert limit.value == sum(p.per_unit * p.quantity for p in limit.parts)
+        assert limit.valid_until == max(p.until for p in limit.parts)
+        assert limit.source_id in {p.source_id for p in limit.parts}
+    # without any product's limits, there are none
+    assert decide(facts_of(subs), PRODUCTS, now, cfg, known=known).limits == {}
+
+
+@given(sub=subscriptions(sub_id="sub_1"), cfg=configs, now=times)
+def test_a_limit_ending_brings_the_recheck_forward(sub: Subscription, cfg: PolicyConfig, now: int) -> None:
+    """A product with limits but no features still ends on time: its limits' valid_until gets a
+    re-check like a feature's."""
+    bare = {pid: frozenset[str]() for pid in PRODUCTS}
+    access = decide(facts_of([sub]), bare, now, cfg, limits_of=LIMITS_OF)
+    if not access.limits:
+        return
+    earliest = min(g.valid_until for g in access.limits.values())
+    assert access.next_check is not None
+    assert now < access.next_check <= max(earliest + 1, now + 1)
+
+
+def test_team_plan_5_then_8_seats_scales_its_limits() -> None:
+    """Scenario 11: a Team plan for 5 seats raised to 8; quantity and limits follow."""
+    def seats(n: int) -> Subscription:
+        return Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW,
+                            items=(Item("si_1", "price_team", "prod_team", NOW, NOW + 30 * DAY, quantity=n),))
+    team = {"prod_team": frozenset({"team"})}
+    limits = {"prod_team": parse_limits({"entitled_limits": "projects=5,api_calls=10000"})}
+    five = decide(facts_of([seats(5)]), team, NOW, CFG, limits_of=limits)
+    eight = decide(facts_of([seats(8)]), team, NOW, CFG, limits_of=limits)
+    assert (five.quantities, five.limit_values) == ({"team": 5}, {"projects": 25, "api_calls": 50_000})
+    assert (eight.quantities, eight.limit_values) == ({"team": 8}, {"projects": 40, "api_calls": 80_000})
+    none = decide(facts_of([seats(0)]), team, NOW, CFG, limits_of=limits)
+    assert (none.features, none.limit_values) == (frozenset(), {})
+    assert none.verdicts[0].items[0].quantity == 0
+    assert not none.verdicts[0].grants_now
+
+
+@given(values=st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_.:-]{0,10}", fullmatch=True),
+                              st.integers(0, 10**15 - 1), max_size=4),
+       spaces=st.sampled_from(["", " ", "  "]))
+def test_entitled_limits_round_trips(values: dict[str, int], spaces: str) -> None:
+    """Whatever a merchant writes as `name=number` pairs, comma-separated (blanks allowed), reads back."""
+    text = ",".join(f"{spaces}{n}{spaces}={spaces}{v}{spaces}" for n, v in values.items())
+    assert parse_limits({"entitled_limits": text}) == ProductLimits(values)
+
+
+@pytest.mark.parametrize("text", [
+    "projects", "projects=", "=5", "projects=five", "projects=-1", "projects=1.5", "projects=1e3",
+    "projects=5,projects=6", "two words=1", "projects=5;api=1", "projects=٣", "x=" + "9" * 16,
+])
+def test_malformed_entitled_limits_give_no_limits_and_say_why(text: str) -> None:
+    """Parsing is strict: one bad part and the product gives no limits, with a problem the why
+    shows; the product's features are untouched, and nothing raises."""
+    parsed = parse_limits({"entitled_limits": text})
+    assert parsed.values == {}
+    assert parsed.problem is not None
+    assert "entitled_limits" in parsed.problem
+    sub = Subscription(id="sub_1", customer_id="cus_1", status="active", created=NOW,
+                       items=(Item("si_1", "price_1", "prod_pro", NOW, NOW + DAY, quantity=2),))
+    access = decide(facts_of([sub]), PRODUCTS, NOW, CFG, limits_of={"prod_pro": parsed})
+    assert access.features == PRODUCTS["prod_pro"]
+    assert access.limits == {}
+    assert access.limit_problems == {"prod_pro": parsed.problem}
+
+
+def test_entitled_limits_absent_or_not_text() -> None:
+    assert parse_limits({}) == ProductLimits({}) == parse_limits(None) == parse_limits({"entitled_limits": " , "})
+    assert parse_limits({"entitled_limits": 5}).problem is not None
+
+
+@pytest.mark.parametrize(("raw", "expected"), [(None, None), (0, 0), (8, 8)])
+def test_item_quantity_parses(raw: int | None, expected: int | None) -> None:
+    item = {"id": "si_1", "price": {"id": "price_1", "product": "prod_1"}, "quantity": raw}
+    assert parse_item(item).quantity == expected
+    assert parse_item(item).units == (1 if expected is None else expected)
+
+
+@pytest.mark.parametrize("raw", [-1, 1.5, "3", True])
+def test_an_item_quantity_that_is_not_stripes_is_refused(raw: object) -> None:
+    with pytest.raises(ParseError):
+        parse_item({"id": "si_1", "price": {"id": "price_1", "product": "prod_1"}, "quantity": raw})

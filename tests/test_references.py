@@ -1,7 +1,7 @@
 """Every reference a reader meets can be looked up in the repository (docs/contract.md §1).
 
 The contract is `docs/contract.md`; code, tests and docs cite its sections as "§N". Issue numbers
-of our tracker and the upstream SPEC file are not in the repository, so nothing may cite them.
+of our tracker and the upstream contract file are not in the repository, so nothing may cite them.
 """
 
 from __future__ import annotations

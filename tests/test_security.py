@@ -27,7 +27,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from fakestripe import FakeStripe
 from ingest.app import create_app
 from shared.coordination import Keys, Unit
-from shared.embedded import private_dir
+from shared.embedded import PARENTS_MODE, private_dir
 from shared.settings import Settings
 from tests.conftest import WEBHOOK_SECRET
 from tests.support.aio import aw
@@ -282,7 +282,7 @@ def test_private_folders_never_close_a_shared_parent(tmp_path: Path) -> None:
     data = shared_tmp / "run" / "redis"
     private_dir(data, up_to=shared_tmp)
     assert stat.S_IMODE(shared_tmp.stat().st_mode) == 0o1777
-    assert stat.S_IMODE((shared_tmp / "run").stat().st_mode) == 0o700
+    assert stat.S_IMODE((shared_tmp / "run").stat().st_mode) == PARENTS_MODE
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
     (tmp_path / "elsewhere").mkdir(mode=0o755)
     (tmp_path / "elsewhere").chmod(0o755)

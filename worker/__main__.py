@@ -49,6 +49,9 @@ def main() -> None:
         raise SystemExit(1) from None
     try:
         worker.run()
+    except preflight.DependencyError as exc:  # a key Stripe refuses, or of the other mode
+        print(f"entitled worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     except RedisError as exc:
         # arq retried the connection first (see worker/main.py, ARQ_REDIS_RETRIES)
         print(f"entitled worker: {preflight.redis_error(settings.redis_url, exc)}", file=sys.stderr)

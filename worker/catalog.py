@@ -13,7 +13,9 @@ only at their next billing period, https://docs.stripe.com/billing/entitlements)
 
 What can change access is summed up in a digest (the product's `active` and `metadata`, its
 attached features, its prices' `active` and `metadata`): any change of it resyncs the holders,
-whichever of those fields the policy reads.
+whichever of those fields the policy reads. The product's `metadata.entitled_limits`
+(docs/contract.md §5.2) is parsed by the policy's rule (`shared.access.parse_limits`) and cached
+beside its features.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ import asyncpg
 import orjson
 import structlog
 
-from shared.access import ProductFeatures, metadata_features, product_features
+from shared.access import (
+    NO_LIMITS,
+    ProductFeatures,
+    ProductLimits,
+    metadata_features,
+    parse_limits,
+    product_features,
+)
 from shared.stripe_api import StripeReader
 
 log = structlog.get_logger(__name__)
@@ -54,6 +63,9 @@ class CatalogEntry:
     feature_ids: frozenset[str]
     metadata_features: frozenset[str]
     digest: str = ""
+    # docs/contract.md §5.2: `metadata.entitled_limits`, parsed; None: cached before limits were
+    # read (migration 0008), so the entry is read again
+    limits: ProductLimits | None = NO_LIMITS
 
     @property
     def granted(self) -> ProductFeatures:
@@ -110,6 +122,7 @@ def entry_from(
         feature_ids=frozenset(str(f["id"]) for f in live if isinstance(f.get("id"), str)),
         metadata_features=metadata_features(product.get("metadata")) if product else frozenset(),
         digest=digest_of(product, features, prices),
+        limits=parse_limits(product.get("metadata")) if product else NO_LIMITS,
     )
 
 
@@ -120,7 +133,9 @@ def changed_products(before: Mapping[str, CatalogEntry], fresh: Iterable[Catalog
     changed = set()
     for entry in fresh:
         old = before.get(entry.product_id)
-        if old is None or old.features != entry.features or (old.digest and old.digest != entry.digest):
+        if old is None or old.features != entry.features or (old.digest and old.digest != entry.digest) or (
+            old.limits is None and entry.limits != NO_LIMITS  # limits read for the first time (0008)
+        ):
             changed.add(entry.product_id)
     return changed
 
@@ -141,8 +156,8 @@ async def _all(items: Any) -> list[dict[str, Any]]:
 
 async def load(conn: asyncpg.Connection | asyncpg.Pool, product_ids: Iterable[str]) -> dict[str, CatalogEntry]:
     rows = await conn.fetch(
-        "SELECT product_id, active, product_features, feature_ids, metadata_features, digest"
-        " FROM catalog_products WHERE product_id = ANY($1::text[])",
+        "SELECT product_id, active, product_features, feature_ids, metadata_features, digest,"
+        " limits, limits_problem FROM catalog_products WHERE product_id = ANY($1::text[])",
         list(product_ids),
     )
     return {
@@ -153,41 +168,62 @@ async def load(conn: asyncpg.Connection | asyncpg.Pool, product_ids: Iterable[st
             feature_ids=frozenset(r["feature_ids"]),
             metadata_features=frozenset(r["metadata_features"]),
             digest=r["digest"],
+            limits=_limits_from_row(r["limits"], r["limits_problem"]),
         )
         for r in rows
     }
+
+
+def _limits_from_row(limits: Any, problem: str | None) -> ProductLimits | None:
+    if limits is None:
+        return None
+    return ProductLimits({str(k): int(v) for k, v in dict(limits).items()}, problem)
 
 
 async def save(conn: asyncpg.Connection | asyncpg.Pool, entries: Iterable[CatalogEntry]) -> None:
     await conn.executemany(
         """
         INSERT INTO catalog_products
-            (product_id, active, product_features, feature_ids, metadata_features, digest, refreshed_at)
-        VALUES ($1, $2, $3, $4, $5, $6, now())
+            (product_id, active, product_features, feature_ids, metadata_features, digest, limits, limits_problem,
+             refreshed_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now())
         ON CONFLICT (product_id) DO UPDATE SET
             active = EXCLUDED.active, product_features = EXCLUDED.product_features,
             feature_ids = EXCLUDED.feature_ids, metadata_features = EXCLUDED.metadata_features,
-            digest = EXCLUDED.digest, refreshed_at = now()
+            digest = EXCLUDED.digest, limits = EXCLUDED.limits, limits_problem = EXCLUDED.limits_problem,
+            refreshed_at = now()
         """,
         [
             (e.product_id, e.active, sorted(e.product_features), sorted(e.feature_ids), sorted(e.metadata_features),
-             e.digest)
+             e.digest, None if e.limits is None else dict(e.limits.values),
+             None if e.limits is None else e.limits.problem)
             for e in entries
         ],
     )
 
 
-async def features_of(pool: asyncpg.Pool, reader: StripeReader, product_ids: Iterable[str]) -> dict[str, frozenset[str]]:
-    """product -> features for these products, fetching (and caching) the ones never seen."""
+async def entries_of(pool: asyncpg.Pool, reader: StripeReader, product_ids: Iterable[str]) -> dict[str, CatalogEntry]:
+    """The catalog entries of these products, fetching (and caching) the ones never seen, and
+    those cached before their limits were read (migration 0008)."""
     wanted = set(product_ids)
     cached = await load(pool, wanted)
-    missing = [pid for pid in sorted(wanted) if pid not in cached]
+    missing = [pid for pid in sorted(wanted) if pid not in cached or cached[pid].limits is None]
     if missing:
         fetched = [await fetch_entry(reader, pid) for pid in missing]
         await save(pool, fetched)
         cached.update((e.product_id, e) for e in fetched)
         log.info("catalog.filled", products=missing)
-    return {pid: entry.features for pid, entry in cached.items()}
+    return cached
+
+
+async def features_of(pool: asyncpg.Pool, reader: StripeReader, product_ids: Iterable[str]) -> dict[str, frozenset[str]]:
+    """product -> features for these products, fetching (and caching) the ones never seen."""
+    return {pid: entry.features for pid, entry in (await entries_of(pool, reader, product_ids)).items()}
+
+
+def limits_of(entries: Mapping[str, CatalogEntry]) -> dict[str, ProductLimits]:
+    """product -> its limits (docs/contract.md §5.2), for `decide(limits_of=...)`."""
+    return {pid: e.limits or NO_LIMITS for pid, e in entries.items()}
 
 
 async def refresh(pool: asyncpg.Pool, reader: StripeReader, product_ids: Iterable[str]) -> set[str]:

@@ -54,6 +54,14 @@ POLL_EVERY = "5s"
 STOP_GRACE_S = 15.0
 
 
+def shown(path: Path) -> str:
+    """A folder as the demo prints it: relative to where `entitled run` was started, when it is
+    inside it (the demo keeps to 80 columns), else in full."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
 class LaunchError(Exception):
     """`entitled run` cannot start; the message says why and what to do."""
 
@@ -284,7 +292,7 @@ class Launcher:
         finally:
             await conn.close()
         url = admin_url.replace("/postgres?", "/entitled?", 1)
-        print(f"entitled run: embedded Postgres in {folder}", file=sys.stderr)
+        print(f"entitled run: embedded Postgres in {shown(folder)}", file=sys.stderr)
         return url
 
     async def _redis(self) -> str:
@@ -300,7 +308,7 @@ class Launcher:
         except EmbeddedError as exc:
             raise LaunchError(str(exc)) from None
         self.cleanups.append(server.stop)
-        print(f"entitled run: embedded Redis on {server.display_url} (data in {server.dir})", file=sys.stderr)
+        print(f"entitled run: embedded Redis in {shown(server.dir)} ({server.display_url})", file=sys.stderr)
         return server.url
 
     def _write_run_file(self, embedded: dict[str, str]) -> None:

@@ -31,7 +31,7 @@ from shared.coordination import EVENTS_POLL, SYNC_FUNCTION, Keys, in_progress_ti
 from shared.publishing import Deliverer, Relay
 from shared.serving import Runner, harden, json_errors, metrics_view
 from shared.settings import Settings, SettingsError
-from worker import reconcile, timers
+from worker import keycheck, reconcile, timers
 from worker.sync import run_unit
 
 log = structlog.get_logger(__name__)
@@ -139,6 +139,11 @@ async def startup(ctx: dict[str, Any]) -> None:
     ctx["exit_stack"] = stack
     async with deps.pool.acquire() as conn:
         await db.migrate(conn)
+    try:
+        await keycheck.check(deps)
+    except Exception:
+        await stack.aclose()
+        raise
     relay = Relay(settings.database_url, deps.redis, deps.keys, maxlen=settings.stream_maxlen, wake=deps.outbox_ready)
     deps.background = [
         asyncio.create_task(relay.run_forever(), name="relay"),

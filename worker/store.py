@@ -18,7 +18,7 @@ import asyncpg
 from shared import tracing
 from shared.access import FOREVER, Access, CustomerFacts, Known, Subscription
 from shared.coordination import AcceptedEvent
-from shared.publishing import AccessChanged, EntitlementRow, diff, history, outbox
+from shared.publishing import AccessChanged, EntitlementRow, LimitRow, diff, history, outbox
 from worker import payments_store
 
 
@@ -83,6 +83,7 @@ def _items_json(sub: Subscription) -> list[dict[str, Any]]:
             "product": i.product_id,
             "current_period_start": i.current_period_start,
             "current_period_end": i.current_period_end,
+            "quantity": i.quantity,
         }
         for i in sub.items
     ]
@@ -91,7 +92,15 @@ def _items_json(sub: Subscription) -> list[dict[str, Any]]:
 def entitlement_rows(access: Access, offset_s: float) -> frozenset[EntitlementRow]:
     """The decision's grants as `entitlements` rows, shifted from the customer's clock to the wall's."""
     return frozenset(
-        EntitlementRow(g.feature, ts(g.valid_until + offset_s), g.subscription_id) for g in access.grants.values()
+        EntitlementRow(g.feature, ts(g.valid_until + offset_s), g.subscription_id, g.quantity)
+        for g in access.grants.values()
+    )
+
+
+def limit_rows(access: Access, offset_s: float) -> frozenset[LimitRow]:
+    """The decision's limits (docs/contract.md §5.2) as `entitlement_limits` rows, on the wall clock."""
+    return frozenset(
+        LimitRow(g.name, g.value, ts(g.valid_until + offset_s), g.source_id) for g in access.limits.values()
     )
 
 
@@ -116,14 +125,22 @@ async def write(
             raise FencedOutError(f"fence {fence} is no longer current for {cid}")
         version: int = row["version"]
         held = [
-            EntitlementRow(r["feature"], r["valid_until"], r["subscription_id"])
+            EntitlementRow(r["feature"], r["valid_until"], r["subscription_id"], r["quantity"])
             for r in await conn.fetch(
-                "SELECT feature, valid_until, subscription_id FROM entitlements WHERE customer_id = $1", cid
+                "SELECT feature, valid_until, subscription_id, quantity FROM entitlements WHERE customer_id = $1", cid
+            )
+        ]
+        held_limits = [
+            LimitRow(r["name"], r["value"], r["valid_until"], r["source_id"])
+            for r in await conn.fetch(
+                "SELECT name, value, valid_until, source_id FROM entitlement_limits WHERE customer_id = $1", cid
             )
         ]
         old = await conn.fetchrow("SELECT user_id FROM customers WHERE customer_id = $1", cid)
         rows = entitlement_rows(access, offset_s)
-        change = diff(held, old["user_id"] if old else None, rows, access.user_id)
+        limits = limit_rows(access, offset_s)
+        change = diff(held, old["user_id"] if old else None, rows, access.user_id,
+                      held_limits=held_limits, limits=limits)
 
         # a guest purchase (docs/contract.md §5.1) has a row as soon as its session is one
         if facts.customer is not None or (facts.is_guest and facts.purchases) or old is not None or change.after:
@@ -133,9 +150,12 @@ async def write(
         if change.rows_changed:
             await conn.execute("DELETE FROM entitlements WHERE customer_id = $1", cid)
             await conn.executemany(
-                "INSERT INTO entitlements (customer_id, feature, valid_until, subscription_id) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO entitlements (customer_id, feature, valid_until, subscription_id, quantity)"
+                " VALUES ($1, $2, $3, $4, $5)",
                 [(cid, *r) for r in sorted(rows, key=lambda r: r.feature)],
             )
+        if change.limit_rows_changed:
+            await _write_limits(conn, cid, limits)
         message = None
         if change.publish:
             version += 1
@@ -148,6 +168,8 @@ async def write(
                 reason=reason,
                 livemode=facts.livemode,
                 at=now,
+                quantities=change.quantities_after,
+                limits=change.limits_after,
             )
             await outbox.append(conn, message)
         await conn.execute(
@@ -168,6 +190,15 @@ async def write(
                                   event_ids=[e.id for e in events if e.id], changed=change.publish,
                                   version=version)
     return Written(changed=change.publish, version=version, message=message)
+
+
+async def _write_limits(conn: asyncpg.Connection, cid: str, limits: Iterable[LimitRow]) -> None:
+    """Replace the customer's `entitlement_limits` rows (the view `active_limits` reads them)."""
+    await conn.execute("DELETE FROM entitlement_limits WHERE customer_id = $1", cid)
+    await conn.executemany(
+        "INSERT INTO entitlement_limits (customer_id, name, value, valid_until, source_id) VALUES ($1, $2, $3, $4, $5)",
+        [(cid, *r) for r in sorted(limits, key=lambda r: r.name)],
+    )
 
 
 async def _write_customer(conn: asyncpg.Connection, facts: CustomerFacts, access: Access) -> None:

@@ -227,9 +227,11 @@ async def sync_customer(deps: Services, run: Run) -> None:
         if not with_checkout:
             facts = replace(facts, checkout_user_id=checkout_user)
     now, offset = judged_at(facts, time.time())
-    features_of = await catalog.features_of(deps.pool, deps.reader, facts.product_ids)
+    entries = await catalog.entries_of(deps.pool, deps.reader, facts.product_ids)
+    features_of = {pid: e.features for pid, e in entries.items()}
+    limits_of = catalog.limits_of(entries)
 
-    access = decide(facts, features_of, now, deps.policy, known=known)
+    access = decide(facts, features_of, now, deps.policy, known=known, limits_of=limits_of)
     event_types = [e.type for e in run.events]
     if audit and facts.stripe_features != access.features:
         access = await _compare_with_stripe(deps, facts, known, access, features_of, now,
@@ -269,8 +271,9 @@ async def _compare_with_stripe(
     candidates = granting if stripe_said_changed else await _stale_products(deps, granting)
     changed = await catalog.refresh(deps.pool, deps.reader, candidates) if candidates else set()
     if changed:
-        features_of = await catalog.features_of(deps.pool, deps.reader, features_of.keys())
-        access = decide(facts, features_of, now, deps.policy, known=known)
+        entries = await catalog.entries_of(deps.pool, deps.reader, features_of.keys())
+        features_of = {pid: e.features for pid, e in entries.items()}
+        access = decide(facts, features_of, now, deps.policy, known=known, limits_of=catalog.limits_of(entries))
         # The product's other subscribers follow now, as after a catalog event: their own
         # summary events may be lost, and nothing else would tell them.
         for cid in await catalog.customers_with_products(deps.pool, changed):

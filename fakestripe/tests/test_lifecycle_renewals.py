@@ -421,3 +421,35 @@ async def test_default_incomplete_activates_when_its_invoice_is_paid(
         SUMMARY,
     ]
     assert (await client.v1.subscriptions.retrieve_async(sub.id)).status == "active"
+
+
+async def test_quantity_changes_send_subscription_updated_with_the_old_quantity(
+    client: stripe.StripeClient, ctl: FakeStripeControl, receiver: Receiver
+) -> None:
+    """Seats 8 -> 3 -> 0 on one item: each update is one `customer.subscription.updated` whose
+    `previous_attributes.items` holds the old quantity, and the item reads back with the new one.
+    Sources: https://docs.stripe.com/billing/subscriptions/quantities ("provide a quantity value
+    when creating or updating the subscription"), https://docs.stripe.com/api/events/object
+    (`data.previous_attributes`). Quantity 0 is an assumption (docs/fakestripe.md)."""
+    team = await make_catalog(client, ("team",), name="Team", unit_amount=1000)
+    customer = await client.v1.customers.create_async(
+        {"payment_method": "pm_card_visa", "invoice_settings": {"default_payment_method": "pm_card_visa"}}
+    )
+    sub = await client.v1.subscriptions.create_async(
+        {"customer": customer.id, "items": [{"price": team.price.id, "quantity": 8}]}
+    )
+    item = sub["items"].data[0]
+    assert item.quantity == 8
+    await listen(client, receiver)
+    for old, new in ((8, 3), (3, 0)):
+        await client.v1.subscriptions.update_async(
+            sub.id, {"items": [{"id": item.id, "quantity": new}], "proration_behavior": "none"}
+        )
+        await ctl.wait_idle()
+        updated = [e for e in receiver.events() if e["type"] == "customer.subscription.updated"][-1]
+        assert updated["data"]["previous_attributes"]["items"]["data"][0]["quantity"] == old
+        assert updated["data"]["object"]["items"]["data"][0]["quantity"] == new
+    again = await client.v1.subscriptions.retrieve_async(sub.id)
+    assert again["items"].data[0].quantity == 0
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.subscriptions.update_async(sub.id, {"items": [{"id": item.id, "quantity": -1}]})

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from shared.access.policy import Access, Row, Verdict
+from shared.access.policy import Access, LimitGrant, Row, Verdict
 from shared.access.purchase_policy import FOREVER, PurchaseRow, PurchaseVerdict
 
 _PAST_DUE_FROM = {
@@ -36,10 +36,14 @@ def _verdict(v: Verdict, features_by_item: Mapping[str, list[str]], offset_s: fl
     parts: list[str] = []
     for item in v.items:
         features = ", ".join(sorted(features_by_item.get(item.item_id, [])))
-        if item.grants_now:
+        if item.quantity == 0 and item.row not in (Row.NO_ACCESS, Row.UNKNOWN_STATUS):
+            # docs/contract.md §5.2: an item of quantity 0 grants nothing, whatever its status.
+            parts.append(f"{item.item_id} ({item.product_id}) grants nothing: quantity 0 [{item.row.value}]")
+        elif item.grants_now:
             # A feature two items grant is credited to the one granting longer.
             what = features or "nothing more (its features come longer from another item, or it has none)"
-            parts.append(f"{item.item_id} ({item.product_id}) grants {what} until "
+            qty = f" x{item.quantity}" if item.quantity != 1 else ""
+            parts.append(f"{item.item_id} ({item.product_id}){qty} grants {what} until "
                          f"{when(None if item.until is None else item.until + offset_s)} [{item.row.value}]")
         elif item.row in (Row.NO_ACCESS, Row.UNKNOWN_STATUS):
             parts.append(f"{item.item_id} ({item.product_id}) grants nothing: status {v.status} [{item.row.value}]")
@@ -72,8 +76,28 @@ def _purchase(p: PurchaseVerdict, features_by_item: Mapping[str, list[str]], off
     return f"one-time purchase {p.session_id}{paid}: " + ("; ".join(parts) or "no line items") + f" [{p.row.value}]"
 
 
+def quantity_sentences(access: Access) -> list[str]:
+    """docs/contract.md §5.2 in words: each feature's quantity when it is not simply 1."""
+    return [f"{f}: quantity {g.quantity}" for f, g in sorted(access.grants.items()) if g.quantity != 1]
+
+
+def _limit(limit: LimitGrant, offset_s: float) -> str:
+    shares = " + ".join(
+        f"{p.per_unit} x {p.quantity} from {p.item_id} ({p.product_id})" for p in limit.parts
+    )
+    return f"limit {limit.name} = {limit.value} ({shares}) until {when(limit.valid_until + offset_s)}"
+
+
+def limit_sentences(access: Access, offset_s: float = 0.0) -> list[str]:
+    """docs/contract.md §5.2 in words: each limit in force, its parts, and refused metadata."""
+    lines = [_limit(access.limits[name], offset_s) for name in sorted(access.limits)]
+    lines += [f"{product} gives no limits: {problem}" for product, problem in sorted(access.limit_problems.items())]
+    return lines
+
+
 def sentences(access: Access, offset_s: float = 0.0) -> list[str]:
-    """One sentence per subscription the decision weighed, then one for the user."""
+    """One sentence per subscription the decision weighed, then the quantities and limits,
+    then one for the user."""
     features_by_item: dict[str, list[str]] = {}
     for grant in access.grants.values():
         if grant.item_id is not None:
@@ -84,5 +108,6 @@ def sentences(access: Access, offset_s: float = 0.0) -> list[str]:
         lines.append("Stripe no longer knows the customer (deleted): nothing is granted")
     elif not access.verdicts and not access.purchases:
         lines.append("no subscriptions: nothing is granted")
+    lines += quantity_sentences(access) + limit_sentences(access, offset_s)
     lines.append(f"user {access.user_id} (from {access.user_id_source})" if access.user_id else "no user id known")
     return lines

@@ -58,6 +58,13 @@ class Item:
     product_id: str
     current_period_start: int | None
     current_period_end: int | None
+    # Stripe's `quantity`; None when the item has none (metered prices): docs/contract.md §5.2
+    # counts it as 1 (`units`). 0 grants nothing.
+    quantity: int | None = None
+
+    @property
+    def units(self) -> int:
+        return 1 if self.quantity is None else self.quantity
 
 
 @dataclass(frozen=True)
@@ -159,6 +166,16 @@ class CustomerFacts:
         return frozenset(subs | {p for x in self.purchases for p in x.product_ids})
 
 
+def parse_quantity(value: Any, where: str) -> int | None:
+    """An item's or line item's `quantity` (docs/contract.md §5.2): a whole number >= 0, or None
+    when Stripe gives none (metered prices). Anything else is not Stripe's and is refused."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ParseError(f"{where} has quantity {value!r}, not a whole number >= 0")
+    return value
+
+
 def parse_item(d: Mapping[str, Any]) -> Item:
     price = d.get("price") or d.get("plan")
     if not isinstance(price, Mapping):
@@ -173,6 +190,7 @@ def parse_item(d: Mapping[str, Any]) -> Item:
         product_id=product,
         current_period_start=_int(d.get("current_period_start")),
         current_period_end=_int(d.get("current_period_end")),
+        quantity=parse_quantity(d.get("quantity"), f"subscription item {d.get('id')!r}"),
     )
 
 

@@ -40,3 +40,55 @@ def product_features(attached: Iterable[str], from_metadata: Iterable[str]) -> P
         return ProductFeatures(attached, "product_features")
     listed = frozenset(from_metadata)
     return ProductFeatures(listed, "metadata.features" if listed else None)
+
+
+# --- Limits (docs/contract.md §5.2): `metadata.entitled_limits` on a product -----------------
+
+LIMITS_KEY = "entitled_limits"
+# A limit's name: what an app looks up; kept to what reads unambiguously in `a=1,b=2`.
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-:")
+# Per unit, at most 15 digits: times any quantity Stripe takes it still fits Postgres' bigint
+# once summed (the policy saturates there anyway).
+MAX_LIMIT_DIGITS = 15
+
+
+@dataclass(frozen=True)
+class ProductLimits:
+    """A product's limits per unit of quantity, or why it gives none (the "why" of §5.3).
+
+    Parsing is strict: one malformed part and the product gives no limits at all, with
+    `problem` saying which part; half a limit set read as the whole would be worse than none."""
+
+    values: Mapping[str, int]
+    problem: str | None = None
+
+
+NO_LIMITS = ProductLimits({})
+
+
+def parse_limits(metadata: Any) -> ProductLimits:
+    """`metadata.entitled_limits` (`"api_calls=10000,projects=5"`): names to whole numbers."""
+    if not isinstance(metadata, Mapping):
+        return NO_LIMITS
+    raw = metadata.get(LIMITS_KEY)
+    if raw is None:
+        return NO_LIMITS
+    if not isinstance(raw, str):
+        return ProductLimits({}, f"metadata.{LIMITS_KEY} is not text")
+    values: dict[str, int] = {}
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue  # `a=1,` and blanks: as metadata.features reads them
+        name, sep, number = (s.strip() for s in part.partition("="))
+        if not sep or not name:
+            return ProductLimits({}, f"metadata.{LIMITS_KEY}: {part!r} is not name=number")
+        if not set(name) <= _NAME_CHARS:
+            return ProductLimits({}, f"metadata.{LIMITS_KEY}: {name!r} is not a plain name (letters, digits, _ . - :)")
+        if not number.isascii() or not number.isdigit() or len(number) > MAX_LIMIT_DIGITS:
+            return ProductLimits({}, f"metadata.{LIMITS_KEY}: {name}={number!r} is not a whole number "
+                                     f"(0 to {MAX_LIMIT_DIGITS} digits)")
+        if name in values:
+            return ProductLimits({}, f"metadata.{LIMITS_KEY}: {name!r} is given twice")
+        values[name] = int(number)
+    return ProductLimits(values)

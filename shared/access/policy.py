@@ -14,17 +14,17 @@ when the customer is on one).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Literal
 
 from shared.access.facts import CustomerFacts, Item, Subscription
+from shared.access.features import ProductLimits
 from shared.access.purchase_policy import (
     FOREVER,
     PurchaseRow,
     PurchaseVerdict,
     judge_purchase,
-    purchase_grants,
     subscription_dispute,
 )
 from shared.access.purchases import Charge
@@ -102,6 +102,8 @@ class ItemVerdict:
     row: Row
     until: int | None  # valid_until by the table; may lie in the past
     grants_now: bool
+    # the item's quantity as counted (docs/contract.md §5.2: none counts 1); 0 grants nothing
+    quantity: int = 1
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,44 @@ class Grant:
     # why: the table's row and the item that grants it (None when built by hand, as in tests)
     row: Row | PurchaseRow | None = None
     item_id: str | None = None
+    # docs/contract.md §5.2: the summed quantity of every item granting the feature now
+    quantity: int = 1
+
+
+@dataclass(frozen=True)
+class GrantingItem:
+    """One item that grants now, whatever sells it: a subscription's item, or a purchase's line
+    item (docs/contract.md §5.1). Features, their quantities and limits are summed over these."""
+
+    source_id: str  # sub_... (or the purchase's id)
+    item_id: str
+    product_id: str
+    quantity: int  # > 0: an item of quantity 0 grants nothing and is no GrantingItem
+    until: int
+    row: Row | PurchaseRow | None = None
+
+
+@dataclass(frozen=True)
+class LimitPart:
+    """One item's share of a limit: `per_unit` (the product's number) times `quantity`."""
+
+    source_id: str
+    item_id: str
+    product_id: str
+    per_unit: int
+    quantity: int
+    until: int
+
+
+@dataclass(frozen=True)
+class LimitGrant:
+    """A named limit in force (docs/contract.md §5.2): the sum of its parts, until the latest."""
+
+    name: str
+    value: int
+    valid_until: int
+    source_id: str  # the item granting it longest (on a tie, the smaller source id)
+    parts: tuple[LimitPart, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -150,6 +190,18 @@ class Access:
     # Stripe no longer knows the customer, or deleted it: nothing is granted
     customer_gone: bool = False
     purchases: tuple[PurchaseVerdict, ...] = ()
+    # docs/contract.md §5.2: limit name -> its value now
+    limits: Mapping[str, LimitGrant] = field(default_factory=dict)
+    # products granting now whose `metadata.entitled_limits` was refused, and why
+    limit_problems: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def quantities(self) -> dict[str, int]:
+        return {f: g.quantity for f, g in self.grants.items()}
+
+    @property
+    def limit_values(self) -> dict[str, int]:
+        return {n: g.value for n, g in self.limits.items()}
 
     @property
     def features(self) -> frozenset[str]:
@@ -256,7 +308,9 @@ def judge(sub: Subscription, now: int, config: PolicyConfig, recorded_past_due: 
             # A set end needs no grace: the customer asked to stop then. It never extends access
             # beyond what the status grants (a cancel time after an unconfirmed renewal).
             until, row = cancel, Row.CANCELLING
-        verdicts.append(ItemVerdict(item.id, item.product_id, row, until, until is not None and until > now))
+        # docs/contract.md §5.2: an item of quantity 0 grants nothing, whatever its row says.
+        grants = until is not None and until > now and item.units > 0
+        verdicts.append(ItemVerdict(item.id, item.product_id, row, until, grants, item.units))
     return Verdict(sub.id, sub.status, tuple(verdicts), past_due)
 
 
@@ -273,21 +327,71 @@ def grants_at(sub: Subscription, now: int, config: PolicyConfig) -> int | None:
     return until if until is not None and until > now else None
 
 
+def granting_items(verdicts: Iterable[Verdict]) -> list[GrantingItem]:
+    """The subscription items that grant now (their row grants until later, quantity > 0)."""
+    return [
+        GrantingItem(v.subscription_id, i.item_id, i.product_id, i.quantity, i.until, i.row)
+        for v in verdicts
+        for i in v.items
+        if i.grants_now and i.until is not None and i.quantity > 0
+    ]
+
+
 def _grants(verdicts: Iterable[Verdict], features_of: Mapping[str, frozenset[str]]) -> dict[str, Grant]:
+    return grants_of(granting_items(verdicts), features_of)
+
+
+def _longer(until: int, source_id: str, held_until: int, held_source: str) -> bool:
+    """Whether a grant until `until` from `source_id` is the one recorded over the held one:
+    the one granting longest, on a tie the smaller source id (stable across syncs)."""
+    return until > held_until or (until == held_until and source_id < held_source)
+
+
+def grants_of(items: Iterable[GrantingItem], features_of: Mapping[str, frozenset[str]]) -> dict[str, Grant]:
     """The union of the features of every item that grants now. When several grant one
-    feature, the one granting longest is recorded (on a tie, the smaller subscription id)."""
+    feature, the one granting longest is recorded (on a tie, the smaller source id), and the
+    feature's quantity is the sum of theirs (docs/contract.md §5.2)."""
     grants: dict[str, Grant] = {}
-    for verdict in verdicts:
-        for item in verdict.items:
-            if not item.grants_now or item.until is None:
-                continue
-            for feature in features_of.get(item.product_id, frozenset()):
-                held = grants.get(feature)
-                if held is None or item.until > held.valid_until or (
-                    item.until == held.valid_until and verdict.subscription_id < held.subscription_id
-                ):
-                    grants[feature] = Grant(feature, item.until, verdict.subscription_id, item.row, item.item_id)
-    return grants
+    summed: dict[str, int] = {}
+    for item in items:
+        for feature in features_of.get(item.product_id, frozenset()):
+            summed[feature] = summed.get(feature, 0) + item.quantity
+            held = grants.get(feature)
+            if held is None or _longer(item.until, item.source_id, held.valid_until, held.subscription_id):
+                grants[feature] = Grant(feature, item.until, item.source_id, item.row, item.item_id)
+    return {f: replace(g, quantity=summed[f]) for f, g in grants.items()}
+
+
+# Postgres' bigint: a limit is stored there, and a sum beyond it is not a limit anyone meant.
+MAX_LIMIT = 2**63 - 1
+
+
+def limits_of_items(
+    items: Iterable[GrantingItem], limits_of: Mapping[str, ProductLimits]
+) -> tuple[dict[str, LimitGrant], dict[str, str]]:
+    """docs/contract.md §5.2: each limit's value is its number times the item's quantity, summed
+    over every item that grants now; it lasts as long as the latest of them. Also the products
+    granting now whose limits were refused, and why (a product without limits gives none)."""
+    parts: dict[str, list[LimitPart]] = {}
+    problems: dict[str, str] = {}
+    for item in items:
+        product = limits_of.get(item.product_id)
+        if product is None:
+            continue
+        if product.problem is not None:
+            problems[item.product_id] = product.problem
+        for name, per_unit in product.values.items():
+            parts.setdefault(name, []).append(
+                LimitPart(item.source_id, item.item_id, item.product_id, per_unit, item.quantity, item.until))
+    limits: dict[str, LimitGrant] = {}
+    for name, shares in parts.items():
+        best = shares[0]
+        for part in shares[1:]:
+            if _longer(part.until, part.source_id, best.until, best.source_id):
+                best = part
+        value = min(sum(p.per_unit * p.quantity for p in shares), MAX_LIMIT)
+        limits[name] = LimitGrant(name, value, best.until, best.source_id, tuple(shares))
+    return limits, problems
 
 
 def entitlements(
@@ -323,7 +427,11 @@ def user_of_gone(facts: CustomerFacts, known: Known) -> tuple[str | None, str | 
 
 
 def next_check(
-    subscriptions: Iterable[Subscription], grants: Mapping[str, Grant], now: int, config: PolicyConfig
+    subscriptions: Iterable[Subscription],
+    grants: Mapping[str, Grant],
+    now: int,
+    config: PolicyConfig,
+    limits: Mapping[str, LimitGrant] | None = None,
 ) -> int | None:
     """When to sync this customer again if no webhook comes.
 
@@ -334,7 +442,8 @@ def next_check(
     """
     lead = config.recheck_lead_s
     candidates: list[int] = []
-    for until in {g.valid_until for g in grants.values()} - {FOREVER}:
+    ends = {g.valid_until for g in grants.values()} | {g.valid_until for g in (limits or {}).values()}
+    for until in ends - {FOREVER}:
         early = until - lead
         candidates.append(early if early > now + MIN_RECHECK_GAP_S else until + AFTER_BOUNDARY_S)
     for sub in subscriptions:
@@ -355,8 +464,11 @@ def decide(
     config: PolicyConfig,
     *,
     known: Known | None = None,
+    limits_of: Mapping[str, ProductLimits] | None = None,
 ) -> Access:
-    """The whole decision for one customer at `now` (in the customer's clock, `judged_at`)."""
+    """The whole decision for one customer at `now` (in the customer's clock, `judged_at`).
+
+    `limits_of`: product -> its `metadata.entitled_limits` (docs/contract.md §5.2); none: no limits."""
     known = known or Known()
     subs = facts.subscriptions
     verdicts = tuple(
@@ -372,10 +484,25 @@ def decide(
                       verdicts=verdicts, past_due_since=past_due_since, customer_gone=True,
                       purchases=purchases)
     user_id, source = user_of(facts, subs)
-    grants = with_purchases(_grants(verdicts, features_of), purchases, features_of)
+    items = granting_items(verdicts) + purchase_items(purchases)
+    grants = grants_of(items, features_of)
+    limits, problems = limits_of_items(items, limits_of or {})
     return Access(grants=grants, user_id=user_id, user_id_source=source,
-                  next_check=next_check(subs, grants, now, config),
-                  verdicts=verdicts, past_due_since=past_due_since, purchases=purchases)
+                  next_check=next_check(subs, grants, now, config, limits),
+                  verdicts=verdicts, past_due_since=past_due_since, limits=limits, limit_problems=problems,
+                  purchases=purchases)
+
+
+def purchase_items(purchases: Iterable[PurchaseVerdict]) -> list[GrantingItem]:
+    """The purchases' line items that grant now (docs/contract.md §5.1), as granting items: their
+    features and limits are summed with the subscriptions' (§5.2: no quantity counts as 1)."""
+    return [
+        GrantingItem(p.session_id, i.item_id, i.product_id, 1 if i.quantity is None else i.quantity, i.until,
+                     PurchaseRow.PAID)
+        for p in purchases
+        for i in p.items
+        if i.grants_now and i.until is not None and (i.quantity is None or i.quantity > 0)
+    ]
 
 
 def suspend_disputed(verdict: Verdict, sub: Subscription, charges: tuple[Charge, ...], config: PolicyConfig) -> Verdict:
@@ -386,16 +513,3 @@ def suspend_disputed(verdict: Verdict, sub: Subscription, charges: tuple[Charge,
         return verdict
     items = tuple(ItemVerdict(i.item_id, i.product_id, Row.DISPUTED, i.until, False) for i in verdict.items)
     return Verdict(verdict.subscription_id, verdict.status, items, verdict.past_due, dispute.id)
-
-
-def with_purchases(
-    grants: dict[str, Grant], purchases: tuple[PurchaseVerdict, ...], features_of: Mapping[str, frozenset[str]]
-) -> dict[str, Grant]:
-    """The subscriptions' grants and the purchases' together: a feature both give is credited to
-    the one granting longer (a purchase for ever wins)."""
-    merged = dict(grants)
-    for feature, pg in purchase_grants(purchases, features_of).items():
-        held = merged.get(feature)
-        if held is None or pg.valid_until > held.valid_until:
-            merged[feature] = Grant(feature, pg.valid_until, pg.session_id, PurchaseRow.PAID, pg.item_id)
-    return merged

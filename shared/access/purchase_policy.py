@@ -1,14 +1,14 @@
 """One-time purchases, refunds and disputes (docs/contract.md §5.1): pure, no I/O, no clock.
 
 Kept apart from the subscription table (`policy.py`), which calls in here: `judge_purchase`
-gives each purchase its row and how long each line item grants; `purchase_grants` adds their
-features to a customer's grants; `subscription_dispute` says which dispute, if any, suspends a
+gives each purchase its row and how long each line item grants (`policy.purchase_items` makes
+them granting items beside the subscriptions'); `subscription_dispute` says which dispute, if any, suspends a
 subscription (its latest paid invoice's charge) under `DISPUTE_POLICY=revoke`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -84,31 +84,6 @@ def judge_purchase(p: Purchase, now: int, revoke_disputed: bool) -> PurchaseVerd
         until = FOREVER if item.duration_s is None else paid_at + item.duration_s
         items.append(LineVerdict(item.id, item.product_id, until, until > now, item.quantity))
     return PurchaseVerdict(p.session_id, row, paid_at, tuple(items), dispute.id if dispute else None)
-
-
-@dataclass(frozen=True)
-class PurchaseGrant:
-    feature: str
-    valid_until: int
-    session_id: str
-    item_id: str
-
-
-def purchase_grants(
-    verdicts: Iterable[PurchaseVerdict], features_of: Mapping[str, frozenset[str]]
-) -> dict[str, PurchaseGrant]:
-    """The features of every line item that grants now; the longest grant of each (a tie: the
-    smaller session id)."""
-    found: dict[str, PurchaseGrant] = {}
-    for verdict in verdicts:
-        for item in verdict.items:
-            if not item.grants_now or item.until is None:
-                continue
-            for feature in features_of.get(item.product_id, frozenset()):
-                held = found.get(feature)
-                if held is None or (item.until, held.session_id) > (held.valid_until, verdict.session_id):
-                    found[feature] = PurchaseGrant(feature, item.until, verdict.session_id, item.item_id)
-    return found
 
 
 def subscription_dispute(

@@ -8,7 +8,7 @@ records what each sync saw and decided, for the timeline.
 """
 
 from shared.publishing import endpoints, history, outbox
-from shared.publishing.changes import Change, EntitlementRow, diff
+from shared.publishing.changes import Change, EntitlementRow, LimitRow, diff
 from shared.publishing.delivery import Deliverer, DeliveryPolicy
 from shared.publishing.messages import AccessChanged, MessageError
 from shared.publishing.relay import Relay
@@ -20,6 +20,7 @@ __all__ = [
     "Deliverer",
     "DeliveryPolicy",
     "EntitlementRow",
+    "LimitRow",
     "MessageError",
     "Relay",
     "StreamSubscriber",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,9 @@ class AccessChanged:
     reason: str
     livemode: bool
     occurred_at: str
+    # docs/contract.md §6 (2026-12): feature -> quantity and limit name -> value, in every message
+    quantities: Mapping[str, int] = field(default_factory=dict)
+    limits: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -44,6 +47,8 @@ class AccessChanged:
         reason: str,
         livemode: bool,
         at: datetime | None = None,
+        quantities: Mapping[str, int] | None = None,
+        limits: Mapping[str, int] | None = None,
     ) -> AccessChanged:
         moment = (at or datetime.now(UTC)).astimezone(UTC)
         return cls(
@@ -57,6 +62,8 @@ class AccessChanged:
             reason=reason,
             livemode=livemode,
             occurred_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            quantities=dict(sorted((quantities or {}).items())),
+            limits=dict(sorted((limits or {}).items())),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +78,8 @@ class AccessChanged:
             "reason": self.reason,
             "livemode": self.livemode,
             "occurred_at": self.occurred_at,
+            "quantities": dict(self.quantities),
+            "limits": dict(self.limits),
         }
 
     def to_json(self) -> str:
@@ -96,6 +105,23 @@ class AccessChanged:
                 reason=str(raw["reason"]),
                 livemode=bool(raw["livemode"]),
                 occurred_at=str(raw["occurred_at"]),
+                # absent from messages written before 2026-12 (still in an outbox or a stream)
+                quantities=_amounts(raw.get("quantities")),
+                limits=_amounts(raw.get("limits")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise MessageError(f"missing or malformed field: {exc}") from None
+
+
+def _amounts(value: Any) -> dict[str, int]:
+    """A `quantities` or `limits` object: names to whole numbers; absent is `{}`."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise TypeError("quantities and limits must be objects")
+    out: dict[str, int] = {}
+    for name, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int):
+            raise TypeError(f"{name!r} is not a whole number")
+        out[str(name)] = number
+    return out

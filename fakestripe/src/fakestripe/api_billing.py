@@ -56,7 +56,9 @@ CREATE_SUBSCRIPTION = Endpoint(
         "customer": Str(),
         "items": Arr(
             Obj(
-                {"price": Str(), "quantity": Int(min=1), "metadata": Metadata()},
+                # Quantity 0 is accepted (docs/fakestripe.md, assumptions): the seats of
+                # https://docs.stripe.com/billing/subscriptions/quantities may go down to none.
+                {"price": Str(), "quantity": Int(min=0), "metadata": Metadata()},
                 frozenset({"price"}),
             ),
             max_items=20,
@@ -94,7 +96,7 @@ UPDATE_SUBSCRIPTION = Endpoint(
                 {
                     "id": Str(),
                     "price": Str(),
-                    "quantity": Int(min=1),
+                    "quantity": Int(min=0),  # as on create (docs/fakestripe.md, assumptions)
                     "deleted": Bool(),
                     "metadata": Metadata(),
                 }
