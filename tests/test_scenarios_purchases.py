@@ -205,3 +205,26 @@ async def test_success_page_sync_of_a_guest_purchase(stack_factory: Any) -> None
             assert body["grants"][0]["valid_until"] is None
             await stack.settle()
             assert changes(await stack.messages(session["id"])) == [(1, ("lifetime",), ())]
+
+
+async def test_a_purchase_carries_its_quantity_and_limits(stack_factory: Any) -> None:
+    """docs/contract.md §5.1 with §5.2: 3 seats bought once give the feature quantity 3 and the
+    product's `entitled_limits` times 3, for ever, in the view, `active_limits` and the message."""
+    async with stack_factory(workers=1) as stack:
+        product = await stack.stripe.v1.products.create_async(
+            {"name": "Team lifetime", "metadata": {"entitled_limits": "projects=5"}})
+        await stack.stripe.v1.products.features.create_async(product.id, {"entitlement_feature": await stack.feature("team")})
+        price = await stack.stripe.v1.prices.create_async({"product": product.id, "unit_amount": 9900, "currency": "usd"})
+        params = {"mode": "payment", "line_items": [{"price": price.id, "quantity": 3}],
+                  "success_url": "https://example.com/ok", "client_reference_id": "u_team"}
+        created = await stack.stripe.v1.checkout.sessions.create_async(cast(SessionCreateParams, params))
+        await stack.ctl.complete_checkout(created.id, payment_method="pm_card_visa")
+        await stack.wait_features(created.id, {"team"})
+        row = await stack.pool.fetchrow("SELECT quantity FROM active_entitlements WHERE customer_id = $1", created.id)
+        assert row["quantity"] == 3
+        limit = await stack.pool.fetchrow("SELECT value, valid_until FROM active_limits WHERE customer_id = $1",
+                                          created.id)
+        assert (limit["value"], limit["valid_until"].year) == (15, 9999)
+        await stack.settle()
+        (message,) = await stack.messages(created.id)
+        assert (message.quantities, message.limits) == ({"team": 3}, {"projects": 15})
