@@ -228,3 +228,18 @@ async def test_a_purchase_carries_its_quantity_and_limits(stack_factory: Any) ->
         await stack.settle()
         (message,) = await stack.messages(created.id)
         assert (message.quantities, message.limits) == ({"team": 3}, {"projects": 15})
+
+
+async def test_the_operator_resyncs_and_shows_a_guest_purchase(stack_factory: Any) -> None:
+    """`entitled resync --customer cs_...` takes a guest purchase's customer id, and the show
+    that follows says why it grants: the purchase, for ever."""
+    from tests.test_cli import entitled
+
+    async with stack_factory(workers=1) as stack:
+        price = await lifetime_price(stack, ["lifetime"])
+        session = await pay_link(stack, price, "u_cli")
+        await stack.wait_features(session["id"], {"lifetime"})
+        code, out, err = await entitled(stack, "resync", "--customer", session["id"])
+        assert code == 0, err
+        assert "lifetime" in out
+        assert "u_cli" in out
