@@ -9,14 +9,21 @@ longer open are each synced (reason `purchase`: that sync reads the payments).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from shared.access import OPEN_DISPUTE, is_purchase, ref_id
 from shared.bootstrap import Services
 from shared.coordination import Unit, UnitKind
+from worker import listing
 
 REASON = "purchase"
+
+
+def _listed(deps: Services, path: str, params: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """Every object of the list, by `created` ranges side by side, as the sweep's other lists
+    (worker/listing.py: within the shared rate limit, never above it)."""
+    return listing.list_by_created(lambda p: deps.reader.page(path, p), params)
 
 
 def owner(session: Mapping[str, Any]) -> str | None:
@@ -31,14 +38,14 @@ async def sweep_payments(deps: Services) -> dict[str, int]:
     customers: set[str] = set()
     charges: set[str] = set()
     paid = 0
-    async for session in deps.reader.list_all("/v1/checkout/sessions", {"status": "complete"}):
+    async for session in _listed(deps, "/v1/checkout/sessions", {"status": "complete"}):
         if not is_purchase(session) or session.get("payment_status") != "paid":
             continue
         paid += 1
         if held.get(str(session.get("id"))) in (None, "UNPAID") and (cid := owner(session)):
             customers.add(cid)
     open_charges: set[str] = set()
-    async for dispute in deps.reader.list_all("/v1/disputes", {}):
+    async for dispute in _listed(deps, "/v1/disputes", {}):
         charge = ref_id(dispute.get("charge"))
         if charge and dispute.get("status") in OPEN_DISPUTE:
             open_charges.add(charge)
