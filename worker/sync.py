@@ -218,7 +218,8 @@ async def sync_customer(deps: Services, run: Run) -> None:
     fence = await store.bump_fence(deps.pool, cid)
     known = await store.load_known(deps.pool, cid)
     checkout_user, with_checkout = checkout_user_plan(run, known)
-    audit = random.random() < deps.settings.stripe_entitlements_audit
+    # Stripe's own entitlements know no guest purchase (no Customer to list them for)
+    audit = random.random() < deps.settings.stripe_entitlements_audit and not payments.is_guest(cid)
     if payments.is_guest(cid):
         facts = await payments.read_guest(deps.reader, cid)
     else:
