@@ -234,7 +234,7 @@ async def sync_customer(deps: Services, run: Run) -> None:
 
     access = decide(facts, features_of, now, deps.policy, known=known, limits_of=limits_of)
     event_types = [e.type for e in run.events]
-    if audit and facts.stripe_features != access.features:
+    if audit and facts.stripe_features != audited(access):
         access = await _compare_with_stripe(deps, facts, known, access, features_of, now,
                                             stripe_said_changed=SUMMARY_EVENT in event_types)
 
@@ -250,6 +250,12 @@ async def sync_customer(deps: Services, run: Run) -> None:
     log.info("sync.done", changed=written.changed, version=written.version, features=sorted(access.features),
              user_id=access.user_id, statuses=[s.status for s in facts.subscriptions], events=len(run.events),
              reason=reason, next_check_in_s=None if access.next_check is None else access.next_check - now)
+
+
+def audited(access: Access) -> frozenset[str]:
+    """The features Stripe's own entitlements can know of: those a subscription grants (Stripe's
+    Entitlements cover subscriptions only, not one-time purchases: docs/contract.md §5.1)."""
+    return frozenset(f for f, g in access.grants.items() if not g.subscription_id.startswith("cs_"))
 
 
 async def _compare_with_stripe(
@@ -280,8 +286,8 @@ async def _compare_with_stripe(
         for cid in await catalog.customers_with_products(deps.pool, changed):
             if cid != facts.customer_id:
                 await deps.coordinator.accept(Unit.customer(cid), reason="catalog")
-    more = facts.stripe_features - access.features
-    less = access.features - facts.stripe_features
+    more = facts.stripe_features - audited(access)
+    less = audited(access) - facts.stripe_features
     if more:
         MISMATCHES.labels("stripe_grants_more").inc()
     if less:
