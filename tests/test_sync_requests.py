@@ -3,10 +3,10 @@ docs/contract.md §8): a request only when no signed event of the burst already 
 
 from __future__ import annotations
 
-from shared.access import Known
+from shared.access import Access, Grant, Known
 from shared.coordination import AcceptedEvent, Run, Unit
 from worker.payments import Plan, plan
-from worker.sync import checkout_user_plan
+from worker.sync import audited, checkout_user_plan
 
 NEW = Known()
 KNOWN = Known(user_id="u_1", user_id_source="checkout_session")
@@ -55,3 +55,9 @@ def test_purchases_disputes_and_refunds_read_payments() -> None:
         assert plan(run(AcceptedEvent.now("evt_x", kind, "webhook", 1)), KNOWN, sessions_wanted=False) is Plan.FULL
     assert plan(run(SUB), Known(reads_payments=True), sessions_wanted=False) is Plan.FULL
     assert plan(run(reason="purchase"), KNOWN, sessions_wanted=False) is Plan.FULL
+
+
+def test_the_entitlements_audit_leaves_purchases_out() -> None:
+    """Stripe's own entitlements cover subscriptions only: a purchase's feature is no mismatch."""
+    grants = {"pro": Grant("pro", 10, "sub_1"), "lifetime": Grant("lifetime", 10, "cs_test_1")}
+    assert audited(Access(grants=grants, user_id=None, user_id_source=None, next_check=None)) == {"pro"}
