@@ -42,3 +42,15 @@ def type_label(event_type: str) -> str:
     """The `type` label: a type Stripe documents, else `other` (a signed sender could otherwise
     grow the metric without bound, one series per invented type)."""
     return event_type if event_type in known_types() else OTHER_TYPE
+
+
+
+def received(event_type: str, outcome: str) -> Counter:
+    """`EVENTS_RECEIVED`'s child for a type and outcome, looked up once per label: `labels()`
+    takes a lock and builds a key on every call."""
+    return _received(type_label(event_type), outcome)
+
+
+@cache  # bounded: keyed by the label (known types + `other`), not by the type as sent
+def _received(label: str, outcome: str) -> Counter:
+    return EVENTS_RECEIVED.labels(label, outcome)

@@ -124,6 +124,7 @@ async def bootstrap(
     stripe_client: bool = False,
     keys: Keys | None = None,
     redis_timeout_s: float = 10.0,
+    accept_timeout_s: float | None = None,
     pool_size: int = 4,
     postgres_wait_s: float = 0.0,
     coalesce: bool = True,
@@ -132,7 +133,8 @@ async def bootstrap(
     """Build the dependencies this process needs; close them all when the context ends.
 
     `coalesce=False` queues work with no coalescing delay (the CLI and the API: someone waits
-    for it). `run_waiter=True` subscribes to the ends of runs (`POST /v1/sync` waits on them).
+    for it). `accept_timeout_s`: the bound on one `Coordinator.accept` (the receiver's).
+    `run_waiter=True` subscribes to the ends of runs (`POST /v1/sync` waits on them).
     """
     keys = keys or keys_for(settings)
     tracing.configure(settings)  # once per process; off unless OTEL_EXPORTER_OTLP_ENDPOINT
@@ -146,6 +148,7 @@ async def bootstrap(
             keys,
             coalesce_ms=settings.coalesce_window.ms if coalesce else 0,
             lease_ms=settings.sync_lease.ms,
+            accept_timeout_s=accept_timeout_s,
         )
         services = Services(
             settings=settings, keys=keys, redis=redis, coordinator=coordinator, policy=policy_config(settings)

@@ -263,3 +263,41 @@ async def test_cron_claim_is_taken_once_per_slot(redis_client: redis.asyncio.Red
     assert await other.claim_cron("events", 1000, 10) is False
     assert await other.claim_cron("events", 2000, 10) is True
     assert 50 < await redis_client.ttl(KEYS.cron("events", 1000)) <= 60
+
+
+async def test_accept_is_bounded_when_redis_never_answers() -> None:
+    """The receiver's 503 bound (docs/contract.md §4: never a 200 for an event not queued, and
+    no wait without end): with a Redis that accepts the connection and never answers, and no
+    socket timeout, each accept, the one in flight and the ones queued behind it, fails with
+    TimeoutError at its own bound."""
+    hung: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hung.append(writer)  # held open, never answered
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    r = redis.asyncio.Redis(host="127.0.0.1", port=port, socket_timeout=None)
+    c = Coordinator(r, KEYS, accept_timeout_s=0.3)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def one(n: int) -> float:
+            try:
+                await c.accept(Unit.customer(f"cus_{n}"), event=ev(f"evt_hung_{n}"), dedupe_id=f"evt_hung_{n}")
+            except TimeoutError:
+                return loop.time() - started
+            raise AssertionError("accept returned from a Redis that never answers")
+
+        first = asyncio.ensure_future(one(0))
+        await asyncio.sleep(0.1)  # the first batch is in flight; these queue behind it
+        async with asyncio.timeout(3):
+            times = [await first, *await asyncio.gather(*(one(n) for n in range(1, 4)))]
+        assert 0.25 < times[0] < 0.6
+        assert all(0.35 < t < 0.7 for t in times[1:]), times  # 0.1 s later, their own 0.3 s
+    finally:
+        for w in hung:
+            w.close()
+        server.close()
+        await r.aclose(close_connection_pool=True)

@@ -6,6 +6,11 @@ while a batch is in flight wait for the next one and go together in one pipeline
 receiver sends each call alone, at once, so this adds no latency. Each caller still gets its
 own result only after Redis has executed its script, so "answer 200 only once the event is in
 Redis" holds.
+
+`timeout_s` bounds each call (enqueued to answered) with one timer per batch, not one per call:
+a batch's deadline is its oldest call's, so no call waits longer than its own bound, and under
+load a receiver no longer arms and cancels a timer per request (docs/benchmarks.md, "Receiver
+profile"). A call that times out may still have run, as with any client-side timeout.
 """
 
 from __future__ import annotations
@@ -18,38 +23,44 @@ from typing import Any
 import redis.exceptions
 from redis.asyncio import Redis
 
-Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+# keys, args, the caller's future, and the loop time it was enqueued at
+Call = tuple[Sequence[Any], Sequence[Any], "asyncio.Future[Any]", float]
 
 
 class ScriptBatcher:
-    def __init__(self, redis: Redis, source: str, *, max_batch: int = 256) -> None:
+    def __init__(self, redis: Redis, source: str, *, max_batch: int = 256, timeout_s: float | None = None) -> None:
         self.redis = redis
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()  # Redis names scripts by SHA-1
         self.max_batch = max_batch
+        self.timeout_s = timeout_s
         self._queue: list[Call] = []
         self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None  # a reference, so the task is not collected
 
     async def __call__(self, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((keys, args, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((keys, args, future, loop.time()))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().create_task(self._flush())
+            self._flusher = loop.create_task(self._flush())
         return await future
 
     async def _flush(self) -> None:
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+                deadline = None if self.timeout_s is None else batch[0][3] + self.timeout_s  # oldest first
                 try:
-                    results = await self._send(batch)
+                    async with asyncio.timeout_at(deadline):
+                        results = await self._send(batch)
                 except Exception as exc:
-                    for _, _, future in batch:
+                    for _, _, future, _ in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, _, future), result in zip(batch, results, strict=True):
+                for (_, _, future, _), result in zip(batch, results, strict=True):
                     if future.done():  # its caller gave up (timeout); the script ran anyway
                         continue
                     if isinstance(result, Exception):
@@ -73,7 +84,7 @@ class ScriptBatcher:
 
     async def _pipeline(self, batch: list[Call]) -> list[Any]:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for keys, args, _ in batch:
+            for keys, args, _, _ in batch:
                 pipe.evalsha(self.sha, len(keys), *keys, *args)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         return results

@@ -123,14 +123,16 @@ class Coordinator:
         *,
         coalesce_ms: int = 1000,
         lease_ms: int = 30_000,
+        accept_timeout_s: float | None = None,
     ) -> None:
+        """`accept_timeout_s`: `accept` raises TimeoutError past it (the receiver's 503 bound)."""
         self.redis = redis
         self.keys = keys
         self.coalesce_ms = coalesce_ms
         self.lease_ms = lease_ms
         self._id_prefix = f"{keys.prefix}:"
         # The receiver's hot path: concurrent accepts share a round trip (batching.py).
-        self._accept = ScriptBatcher(redis, _script("accept"))
+        self._accept = ScriptBatcher(redis, _script("accept"), timeout_s=accept_timeout_s)
         self._begin: AsyncScript = redis.register_script(_script("begin"))
         self._heartbeat: AsyncScript = redis.register_script(_script("heartbeat"))
         self._finish: AsyncScript = redis.register_script(_script("finish"))
