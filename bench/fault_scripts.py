@@ -113,6 +113,22 @@ async def plan_changes(s: Script) -> None:
     await s.cancel(sub)
 
 
+async def seat_changes(s: Script) -> None:
+    """Seats up and down, to none and back, across a renewal (scenario 11; docs/contract.md §5.2)."""
+    await s.customer(card=CARD)
+    sub = await s.subscribe(s.catalog.team, items=[{"price": s.catalog.team, "quantity": 5}])
+    await s.pause()
+    await s.set_quantity(sub, 8)
+    await s.pause()
+    await s.set_quantity(sub, 3)
+    await s.pause()
+    await s.set_quantity(sub, 0)
+    await s.pause()
+    await s.advance(MONTH)
+    await s.pause()
+    await s.set_quantity(sub, 2)
+
+
 async def two_subscriptions(s: Script) -> None:
     """A second subscription; it ends at its period's end while the first renews (scenario 7)."""
     await s.customer(card=CARD)
@@ -259,6 +275,7 @@ KINDS: dict[str, tuple[Kind, int, int]] = {
     "dunning_recovers": (dunning_recovers, 8, 4),
     "plan_changes": (plan_changes, 8, 5),
     "two_subscriptions": (two_subscriptions, 8, 4),
+    "seat_changes": (seat_changes, 6, 6),
     "pause_collection": (pause_collection, 6, 5),
     "cancel_at": (cancel_at, 6, 3),
     "incomplete": (incomplete, 4, 3),

@@ -284,6 +284,15 @@ async def show(ctx: Services, *, customer: str | None = None, user: str | None =
         [(m["version"], m["published_at"], m["message"]) for m in messages], ["version", "published", "message"]))
 
 
+async def cmd_explain(ctx: Services, *, customer: str | None, user: str | None) -> None:
+    from worker import explain_cli
+
+    found = await explain_cli.explain(ctx.pool, customer=customer, user=user)
+    if not found:
+        raise CliError(f"no customer {customer!r} is known" if customer else f"no customer is mapped to user {user!r}")
+    print("\n".join(found))
+
+
 async def cmd_recent_events(ctx: Services, *, limit: int) -> None:
     rows = await ctx.pool.fetch(
         "SELECT event_id, type, source, customer_id, received_at, outcome FROM event_ledger"
@@ -355,6 +364,12 @@ def parser() -> argparse.ArgumentParser:
     group = s.add_mutually_exclusive_group(required=True)
     group.add_argument("--customer", metavar="CUS_ID", help="a Stripe customer id")
     group.add_argument("--user", metavar="USER_ID", help="your app's user id: every customer mapped to it")
+    x = sub.add_parser("explain", help="why a customer has the access it has, in words",
+                       description="The access now (the public views) and the why the last sync recorded "
+                       "(docs/contract.md section 5.3): each feature and limit, by what, until when.")
+    group = x.add_mutually_exclusive_group(required=True)
+    group.add_argument("--customer", metavar="CUS_ID", help="a Stripe customer id")
+    group.add_argument("--user", metavar="USER_ID", help="your app's user id: every customer mapped to it")
     e = sub.add_parser("events", help="recent events, or the failed ones",
                        description="The event ledger: every accepted event and what became of it.")
     e.add_argument("--failed", action="store_true", help="only failed events, and the parked units")
@@ -424,6 +439,8 @@ async def _run(args: argparse.Namespace, ctx: Services) -> None:
         await resync_one(ctx, args.customer)
     elif args.command == "show":
         await show(ctx, customer=args.customer, user=args.user)
+    elif args.command == "explain":
+        await cmd_explain(ctx, customer=args.customer, user=args.user)
     elif args.command == "events" and args.failed:
         await cmd_events(ctx, limit=args.limit)
     elif args.command == "events":
