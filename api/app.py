@@ -18,9 +18,9 @@ How it is put together
 
 Mounting more routes (the operator console)
 -------------------------------------------
-`create_app` calls `setup(app)` of the module named by `CONSOLE_MODULE` (`console.routes`)
+`create_app` calls `setup(app)` of the module named by `CONSOLE_MODULE` (`api.console.routes`)
 when that module can be imported, after the API's own routes are added and before the app
-starts. `setup` adds its routes under `/console` with `app.router.add_*`; at request time a
+starts (api/console/). `setup` adds its routes under `/console` with `app.router.add_*`; at request time a
 handler finds the dependencies in `request.app[SERVICES]` (a `shared.bootstrap.Services`) and
 checks a secret with `request.app[TOKENS].match(secret)` (the token's name, or None). The bearer
 middleware guards only `/v1/`: `/console` does its own sign-in (a session cookie), and still
@@ -55,7 +55,7 @@ from shared.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-CONSOLE_MODULE = "console.routes"
+CONSOLE_MODULE = "api.console.routes"
 PROTECTED_PREFIX = "/v1/"
 MAX_BODY_BYTES = 64 * 1024
 REDIS_TIMEOUT_S = 2.0

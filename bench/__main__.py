@@ -3,6 +3,7 @@
     receiver   the webhook receiver against a bare aiohttp handler
     workers    1,000 checkout bursts through 1, 2 and 4 worker processes under a 25 req/s Stripe
     sweep      reconciliation of 10,000 customers against the rate-limit bound
+    console    the operator console: a customer page with 1,000 events, the overview's queries
     all        all three
 """
 
@@ -13,7 +14,7 @@ import argparse
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("name", choices=["receiver", "workers", "sweep", "webhooks", "all"])
+    parser.add_argument("name", choices=["receiver", "workers", "sweep", "webhooks", "console", "all"])
     parser.add_argument("--short", action="store_true", help="a quick run with smaller numbers")
     args = parser.parse_args()
     names = ["receiver", "workers", "sweep"] if args.name == "all" else [args.name]

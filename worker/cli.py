@@ -33,9 +33,9 @@ import asyncpg
 import stripe
 from redis.exceptions import RedisError
 
-from shared import db, preflight
+from shared import db, preflight, replay
 from shared.bootstrap import Services, bootstrap
-from shared.coordination import AcceptedEvent, Unit, is_stripe_id
+from shared.coordination import Unit, is_stripe_id
 from shared.settings import Settings, SettingsError, load
 from shared.stripe_api import StripeReader
 from shared.version import describe
@@ -137,7 +137,7 @@ async def resync_one(ctx: Services, cid: str) -> None:
     if not (is_stripe_id(cid, prefix="cus_") or is_stripe_id(cid, prefix="cs_")):
         raise CliError(f"{cid!r} is not a Stripe customer id (cus_..., or a guest purchase's cs_...)")
     before = datetime.now(UTC)
-    await ctx.coordinator.accept(Unit.customer(cid), reason="resync", delay_ms=0, unpark=True)
+    await replay.resync(ctx.coordinator, cid)
     await _need_worker(ctx, f"the sync of {cid}")
     await wait_and_show(ctx, cid, before)
 
@@ -323,23 +323,18 @@ async def cmd_events(ctx: Services, *, limit: int) -> None:
 
 
 async def cmd_replay(ctx: Services, event_id: str) -> None:
-    parked = {p.unit.wire: p.unit for p in await ctx.coordinator.parked_units()}
-    if event_id in parked:
-        await ctx.coordinator.accept(parked[event_id], reason="replay", delay_ms=0, unpark=True)
+    before = datetime.now(UTC)
+    try:
+        done = await replay.replay(ctx.pool, ctx.coordinator, event_id)
+    except replay.ReplayError as exc:
+        raise CliError(str(exc)) from None
+    if done.event_type is None:
         print(f"replaying parked unit {event_id}")
         return
-    row = await ctx.pool.fetchrow("SELECT type, customer_id FROM event_ledger WHERE event_id = $1", event_id)
-    if row is None:
-        raise CliError(f"{event_id} is not in the ledger (only accepted events are), nor a parked unit")
-    if not row["customer_id"]:
-        raise CliError(f"{event_id} ({row['type']}) names no customer; `entitled events --failed` lists parked units")
-    record = AcceptedEvent.now(event_id, row["type"], "replay")
-    before = datetime.now(UTC)
-    await ctx.coordinator.accept(Unit.customer(row["customer_id"]), event=record, reason=row["type"], delay_ms=0,
-                                 unpark=True)
-    print(f"replaying {event_id} ({row['type']}) for {row['customer_id']}")
+    print(f"replaying {event_id} ({done.event_type}) for {done.customer_id}")
     await _need_worker(ctx, f"the replay of {event_id}")
-    await wait_and_show(ctx, row["customer_id"], before)
+    assert done.customer_id is not None
+    await wait_and_show(ctx, done.customer_id, before)
 
 
 def parser() -> argparse.ArgumentParser:
