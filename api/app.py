@@ -201,7 +201,8 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         async with bootstrap(settings, postgres=True, keys=keys, coalesce=False, redis_timeout_s=REDIS_TIMEOUT_S,
-                             pool_size=POOL_SIZE, postgres_wait_s=STARTUP_DB_WAIT_S, run_waiter=True) as deps:
+                             pool_size=POOL_SIZE, postgres_wait_s=STARTUP_DB_WAIT_S, run_waiter=True,
+                             light_reset=True) as deps:
             async with deps.pool.acquire() as conn:
                 await db.migrate(conn)
             app[SERVICES] = deps

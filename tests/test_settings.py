@@ -105,3 +105,24 @@ def test_processes_refuse_to_start_with_one_line(module: str, variable: str) -> 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert variable in lines[0]
+
+
+def test_webhook_delivery_settings_make_the_delivery_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WEBHOOK_* variables reach the deliverer's policy; the defaults are the contract's
+    (docs/contract.md §10: a 10 s timeout, 3 days of retries); nonsense names its variable."""
+    from shared.publishing import DeliveryPolicy
+
+    default = DeliveryPolicy.from_settings(load())
+    assert (default.timeout_s, default.concurrency, default.retry_first_s, default.retry_cap_s,
+            default.give_up_after_s) == (10.0, 64, 10.0, 3600.0, 3 * 86400.0)
+    for name, value in {"WEBHOOK_TIMEOUT": "3s", "WEBHOOK_CONCURRENCY": "8", "WEBHOOK_RETRY_FIRST": "20s",
+                        "WEBHOOK_RETRY_CAP": "15m", "WEBHOOK_GIVE_UP_AFTER": "1d"}.items():
+        monkeypatch.setenv(name, value)
+    policy = DeliveryPolicy.from_settings(load())
+    assert (policy.timeout_s, policy.concurrency, policy.retry_first_s, policy.retry_cap_s,
+            policy.give_up_after_s) == (3.0, 8, 20.0, 900.0, 86400.0)
+    for name, bad in (("WEBHOOK_TIMEOUT", "0"), ("WEBHOOK_CONCURRENCY", "0"), ("WEBHOOK_RETRY_CAP", "soon")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(SettingsError, match=name):
+            load()
+        monkeypatch.delenv(name)
