@@ -1,7 +1,8 @@
 """Scenario 11 of docs/contract.md §9, end to end with real processes: a Team plan bought for 5
-seats is raised to 8 (the scenario), then cut to 3 and to 0, through the fake Stripe (`customer.subscription.updated` with `previous_attributes`),
-and the view (§7), the stream (§6), the API (§10) and `entitled explain` (§5.3) follow, with the
-product's `metadata.entitled_limits` scaled by the seats (§5.2)."""
+seats is raised to 8 (the scenario), then cut to 3 and to 0, through the fake Stripe
+(`customer.subscription.updated` with `previous_attributes`), and the view (§7), the stream
+(§6), the API (§10) and `entitled explain` (§5.3) follow, with the product's
+`metadata.entitled_limits` scaled by the seats (§5.2)."""
 
 from __future__ import annotations
 
