@@ -39,6 +39,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio
+from arq.constants import result_key_prefix
 
 from bench import sweep, workers
 from bench.common import append_results, load_note, stop
@@ -73,6 +74,7 @@ def families(keys: Keys) -> list[Family]:
         Family("unit hashes (`unit:{…}`)", f"{unit_head}*}}"),
         Family("unit event lists (`unit:{…}:events`)", f"{unit_head}*}}:events"),
         Family("arq jobs (`arq:job:*`)", keys.job("*")),
+        Family("arq results (`arq:result:*`)", f"{result_key_prefix}*"),
         Family("re-check timers (sorted set)", keys.rechecks, single=True),
         Family("leases (sorted set)", keys.leases, single=True),
         Family("arq queue (sorted set)", keys.queue, single=True),
@@ -93,6 +95,7 @@ class CostResult:
     seed_s: float
     syncs: int
     used_memory_delta: int
+    redis_keys: int  # DBSIZE after seeding
     families: list[FamilyUsage]
     tables: dict[str, int]
     worker_cpu_s: float
@@ -203,6 +206,7 @@ async def measure(customers: int, *, with_sweep: bool = True) -> CostResult:
         cpu = dep.worker_cpu_s() - cpu_before
         syncs = int(await dep.pool.fetchval("SELECT coalesce(sum(fence), 0) FROM customer_sync") or 0)
         mem_after = int((await dep.redis.info("memory"))["used_memory"])
+        redis_keys = int(await dep.redis.dbsize())
         usage = [await family_usage(dep.redis, f) for f in families(dep.keys)]
         tables = await table_sizes(dep.pool)
         catalog_requests, catalog_s = await _catalog_poll(dep)
@@ -215,6 +219,7 @@ async def measure(customers: int, *, with_sweep: bool = True) -> CostResult:
         relay_n, relay_s = await _relay(dep)
     return CostResult(
         customers=len(ids), seed_s=seed_s, syncs=syncs, used_memory_delta=mem_after - mem_before,
+        redis_keys=redis_keys,
         families=usage, tables=tables, worker_cpu_s=cpu, catalog_requests=catalog_requests, catalog_s=catalog_s,
         sweep=swept, resync_s=resync_s, resync_requests=resync_requests, relay_messages=relay_n, relay_s=relay_s,
     )
@@ -233,6 +238,7 @@ def report(results: Sequence[CostResult]) -> str:
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
 
     row("Redis `used_memory` delta, bytes", [_per(r.used_memory_delta, r.customers) for r in results])
+    row("Redis keys, total (`DBSIZE`)", [f"{r.redis_keys:,}" for r in results])
     for i, fam in enumerate(results[0].families):
         row(f"Redis {fam.name}: bytes (keys)",
             [f"{_per(r.families[i].bytes_total, r.customers)} ({r.families[i].keys:,})" for r in results])
