@@ -17,7 +17,16 @@ from fakestripe import FakeStripe
 from shared.coordination import Keys
 from shared.stripe_api import RateLimiter, StripeReader, create_client
 from tests.conftest import API_KEY
-from worker.listing import EPOCH, MAX_EVEN_PARTS, PAGE, PART_PAGES, Part, boundaries, list_by_created, next_parts
+from worker.listing import (
+    EPOCH,
+    MAX_EVEN_PARTS,
+    PAGE,
+    PART_PAGES,
+    Part,
+    boundaries,
+    list_by_created,
+    next_parts,
+)
 
 RATE = 30.0
 IN_FLIGHT = 3
@@ -118,7 +127,8 @@ def test_a_full_sized_part_keeps_its_cursor() -> None:
     recent = [{"id": f"o{i}", "created": 1_700_000_000 - i} for i in range(100)]
     parts = next_parts(Part(EPOCH, None), recent, has_more=True)
     assert len(parts) == MAX_EVEN_PARTS + 1
-    assert all(p.sized for p in parts[:-1]) and not parts[-1].sized
+    assert all(p.sized for p in parts[:-1])
+    assert not parts[-1].sized
     # Sized by the page's density (one object a second) for PART_PAGES pages each.
     few = next_parts(Part(3000, None), page, has_more=True)
     assert all(p.sized for p in few)
