@@ -5,12 +5,14 @@ BIN := $(VENV)/bin
 
 .PHONY: install run test lint bench bench-short fault fault-short fault-long image-test clean clean-data
 
-$(BIN)/.installed: pyproject.toml fakestripe/pyproject.toml
+$(BIN)/.installed: pyproject.toml fakestripe/pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev,embedded]'
 	# The dev extra installs the fake Stripe from ./fakestripe; make it editable for development.
 	$(BIN)/pip install --quiet --no-deps -e ./fakestripe
+	# The Python client is a package of its own (clients/python); its tests are in tests/.
+	$(BIN)/pip install --quiet --no-deps -e ./clients/python
 	touch $@
 
 install: $(BIN)/.installed

@@ -18,9 +18,9 @@ How it is put together
 
 Mounting more routes (the operator console)
 -------------------------------------------
-`create_app` calls `setup(app)` of the module named by `CONSOLE_MODULE` (`console.routes`)
+`create_app` calls `setup(app)` of the module named by `CONSOLE_MODULE` (`api.console.routes`)
 when that module can be imported, after the API's own routes are added and before the app
-starts. `setup` adds its routes under `/console` with `app.router.add_*`; at request time a
+starts (api/console/). `setup` adds its routes under `/console` with `app.router.add_*`; at request time a
 handler finds the dependencies in `request.app[SERVICES]` (a `shared.bootstrap.Services`) and
 checks a secret with `request.app[TOKENS].match(secret)` (the token's name, or None). The bearer
 middleware guards only `/v1/`: `/console` does its own sign-in (a session cookie), and still
@@ -55,7 +55,7 @@ from shared.settings import Settings
 log = structlog.get_logger(__name__)
 
 
-CONSOLE_MODULE = "console.routes"
+CONSOLE_MODULE = "api.console.routes"
 PROTECTED_PREFIX = "/v1/"
 MAX_BODY_BYTES = 64 * 1024
 REDIS_TIMEOUT_S = 2.0
@@ -201,7 +201,8 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         async with bootstrap(settings, postgres=True, keys=keys, coalesce=False, redis_timeout_s=REDIS_TIMEOUT_S,
-                             pool_size=POOL_SIZE, postgres_wait_s=STARTUP_DB_WAIT_S, run_waiter=True) as deps:
+                             pool_size=POOL_SIZE, postgres_wait_s=STARTUP_DB_WAIT_S, run_waiter=True,
+                             light_reset=True) as deps:
             async with deps.pool.acquire() as conn:
                 await db.migrate(conn)
             app[SERVICES] = deps

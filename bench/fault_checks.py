@@ -21,6 +21,7 @@ import asyncpg
 import redis.asyncio
 
 from bench.fault_truth import Oracle
+from shared.access import Access
 from shared.coordination import Keys
 from shared.publishing import AccessChanged
 
@@ -32,9 +33,14 @@ class Mismatch:
     truth: tuple[str, ...]
     user_view: str | None
     user_truth: str | None
+    # docs/contract.md §5.2: (feature or limit name, amount) pairs, when they differ
+    amounts_view: tuple[tuple[str, int], ...] = ()
+    amounts_truth: tuple[tuple[str, int], ...] = ()
 
     def __str__(self) -> str:
         text = f"{self.customer_id}: view {list(self.view)} truth {list(self.truth)}"
+        if self.amounts_view != self.amounts_truth:
+            text += f" amounts {list(self.amounts_view)} vs {list(self.amounts_truth)}"
         if self.user_view != self.user_truth:
             text += f" user {self.user_view!r} vs {self.user_truth!r}"
         return text
@@ -48,10 +54,25 @@ async def view_features(pool: asyncpg.Pool, timeout_s: float | None = None) -> d
     return out
 
 
+async def view_amounts(pool: asyncpg.Pool) -> dict[str, set[tuple[str, int]]]:
+    """Each customer's quantities (`feature`) and limits (`limit:name`) in the public views."""
+    out: dict[str, set[tuple[str, int]]] = defaultdict(set)
+    for r in await pool.fetch("SELECT customer_id, feature, quantity FROM active_entitlements"):
+        out[r["customer_id"]].add((r["feature"], int(r["quantity"])))
+    for r in await pool.fetch("SELECT customer_id, name, value FROM active_limits"):
+        out[r["customer_id"]].add((f"limit:{r['name']}", int(r["value"])))
+    return out
+
+
+def truth_amounts(access: Access) -> set[tuple[str, int]]:
+    return {*access.quantities.items(), *((f"limit:{n}", v) for n, v in access.limit_values.items())}
+
+
 async def compare(pool: asyncpg.Pool, oracle: Oracle, customers: list[str]) -> list[Mismatch]:
-    """Customers whose view or user id differs from the truth now."""
+    """Customers whose view (features, quantities, limits) or user id differs from the truth now."""
     truth = oracle.judge(customers)
     view = await view_features(pool)
+    amounts = await view_amounts(pool)
     users = {r["customer_id"]: r["user_id"] for r in await pool.fetch("SELECT customer_id, user_id FROM customers")}
     found = []
     for cid in customers:
@@ -60,9 +81,10 @@ async def compare(pool: asyncpg.Pool, oracle: Oracle, customers: list[str]) -> l
             raise RuntimeError(f"{cid}'s test clock is still advancing at the end of the run")
         held = view.get(cid, set())
         user = users.get(cid)
-        if held != judged.features or not judged.user_ok(user):
+        held_amounts, true_amounts = amounts.get(cid, set()), truth_amounts(judged.access)
+        if held != judged.features or not judged.user_ok(user) or held_amounts != true_amounts:
             found.append(Mismatch(cid, tuple(sorted(held)), tuple(sorted(judged.features)), user,
-                                  judged.access.user_id))
+                                  judged.access.user_id, tuple(sorted(held_amounts)), tuple(sorted(true_amounts))))
     return found
 
 
@@ -136,8 +158,13 @@ async def check_stream(r: redis.asyncio.Redis, pool: asyncpg.Pool, keys: Keys,
     result.customers = len(by_customer)
     versions = {r["customer_id"]: r["version"] for r in await pool.fetch("SELECT customer_id, version FROM customer_sync")}
     stored: dict[str, set[str]] = defaultdict(set)
-    for row in await pool.fetch("SELECT customer_id, feature FROM entitlements"):
+    # docs/contract.md §6: the last message's quantities and limits are the stored ones too
+    stored_amounts: dict[str, dict[str, int]] = defaultdict(dict)
+    for row in await pool.fetch("SELECT customer_id, feature, quantity FROM entitlements"):
         stored[row["customer_id"]].add(row["feature"])
+        stored_amounts[row["customer_id"]][row["feature"]] = int(row["quantity"])
+    for row in await pool.fetch("SELECT customer_id, name, value FROM entitlement_limits"):
+        stored_amounts[row["customer_id"]][f"limit:{row['name']}"] = int(row["value"])
     for cid in sorted(set(versions) | set(by_customer)):
         n = versions.get(cid, 0)
         published = by_customer.get(cid, {})
@@ -148,6 +175,12 @@ async def check_stream(r: redis.asyncio.Redis, pool: asyncpg.Pool, keys: Keys,
             continue
         if n and n in published and set(published[n].features) != stored.get(cid, set()):
             result.last_differs.append(f"{cid}: v{n} {sorted(published[n].features)} vs {sorted(stored.get(cid, set()))}")
+        elif n and n in published:
+            last = published[n]
+            said = {**last.quantities, **{f"limit:{k}": v for k, v in last.limits.items()}}
+            if said != stored_amounts.get(cid, {}):
+                result.last_differs.append(f"{cid}: v{n} amounts {sorted(said.items())} vs "
+                                           f"{sorted(stored_amounts.get(cid, {}).items())}")
     result.unpublished = int(await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL"))
     return result
 

@@ -46,16 +46,24 @@ class Catalog:
     legacy: str
     pro_product: str
     features: dict[str, str]  # lookup key -> feature id
+    # seats: a product with `metadata.entitled_limits` (docs/contract.md §5.2)
+    team: str = ""
+    # one-time prices (docs/contract.md §5.1): a lifetime deal, and a 30-day pass
+    lifetime: str = ""
+    pass30: str = ""
 
 
 async def make_catalog(client: stripe.StripeClient) -> Catalog:
     features: dict[str, str] = {}
-    for key in ("basic", "reports", "pro", "export", "addon", "ai"):
+    for key in ("basic", "reports", "pro", "export", "addon", "ai", "team"):
         created = await client.v1.entitlements.features.create_async({"name": key.title(), "lookup_key": key})
         features[key] = created.id
 
-    async def product(name: str, keys: list[str], metadata_features: str | None = None) -> tuple[str, str]:
+    async def product(name: str, keys: list[str], metadata_features: str | None = None,
+                      limits: str | None = None) -> tuple[str, str]:
         metadata = {"features": metadata_features} if metadata_features else {}
+        if limits:
+            metadata["entitled_limits"] = limits
         prod = await client.v1.products.create_async({"name": name, "metadata": metadata})
         for key in keys:
             await client.v1.products.features.create_async(prod.id, {"entitlement_feature": features[key]})
@@ -67,7 +75,19 @@ async def make_catalog(client: stripe.StripeClient) -> Catalog:
     pro_product, pro = await product("Pro", ["basic", "pro", "export"])
     _, addon = await product("Addon", ["addon"])
     _, legacy = await product("Legacy", [], metadata_features="legacy, reports")
-    return Catalog(basic, pro, addon, legacy, pro_product, features)
+    _, team = await product("Team", ["team"], limits="projects=5,api_calls=1000")
+
+    async def one_time(name: str, key: str, metadata: dict[str, str]) -> str:
+        created = await client.v1.entitlements.features.create_async({"name": key.title(), "lookup_key": key})
+        prod = await client.v1.products.create_async({"name": name})
+        await client.v1.products.features.create_async(prod.id, {"entitlement_feature": created.id})
+        price = await client.v1.prices.create_async(
+            {"product": prod.id, "unit_amount": 9900, "currency": "usd", "metadata": metadata})
+        return price.id
+
+    lifetime = await one_time("Lifetime", "lifetime", {})
+    pass30 = await one_time("Pass", "pass", {"entitled_duration": "30d"})
+    return Catalog(basic, pro, addon, legacy, pro_product, features, team, lifetime, pass30)
 
 
 @dataclass
@@ -188,6 +208,13 @@ class Script:
     async def update(self, sub: str, params: dict[str, Any], action: str) -> None:
         await self.client.v1.subscriptions.update_async(sub, cast(SubscriptionUpdateParams, params))
         self.act(action)
+
+    async def set_quantity(self, sub: str, quantity: int) -> None:
+        """Seats up or down on the first item (docs/contract.md §5.2)."""
+        current = await self.client.v1.subscriptions.retrieve_async(sub)
+        item = current["items"].data[0].id
+        await self.update(sub, {"items": [{"id": item, "quantity": quantity}], "proration_behavior": "none"},
+                          "quantity_changed")
 
     async def change_price(self, sub: str, price: str) -> None:
         current = await self.client.v1.subscriptions.retrieve_async(sub)

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import stripe
 
+from bench import fault_purchases
 from bench.fault_customers import CARD, DAY, FAILING_CARD, HOUR, MONTH, Customer, Script, World
 
 Kind = Callable[[Script], Awaitable[None]]
@@ -110,6 +111,22 @@ async def plan_changes(s: Script) -> None:
     await s.advance(MONTH)
     await s.pause()
     await s.cancel(sub)
+
+
+async def seat_changes(s: Script) -> None:
+    """Seats up and down, to none and back, across a renewal (scenario 11; docs/contract.md §5.2)."""
+    await s.customer(card=CARD)
+    sub = await s.subscribe(s.catalog.team, items=[{"price": s.catalog.team, "quantity": 5}])
+    await s.pause()
+    await s.set_quantity(sub, 8)
+    await s.pause()
+    await s.set_quantity(sub, 3)
+    await s.pause()
+    await s.set_quantity(sub, 0)
+    await s.pause()
+    await s.advance(MONTH)
+    await s.pause()
+    await s.set_quantity(sub, 2)
 
 
 async def two_subscriptions(s: Script) -> None:
@@ -258,6 +275,7 @@ KINDS: dict[str, tuple[Kind, int, int]] = {
     "dunning_recovers": (dunning_recovers, 8, 4),
     "plan_changes": (plan_changes, 8, 5),
     "two_subscriptions": (two_subscriptions, 8, 4),
+    "seat_changes": (seat_changes, 6, 6),
     "pause_collection": (pause_collection, 6, 5),
     "cancel_at": (cancel_at, 6, 3),
     "incomplete": (incomplete, 4, 3),
@@ -269,7 +287,13 @@ KINDS: dict[str, tuple[Kind, int, int]] = {
     "wall_dunning": (wall_dunning, 3, 3),
     "wall_cancel_at": (wall_cancel_at, 3, 2),
     "wall_plan_changes": (wall_plan_changes, 4, 4),
+    # one-time purchases, refunds and disputes (bench/fault_purchases.py), on the wall clock
+    "guest_purchase": (fault_purchases.guest_purchase, 10, 3),
+    "customer_purchase": (fault_purchases.customer_purchase, 10, 3),
 }
+# Kinds outside the wall share that still need no test clock (a guest purchase has no Customer
+# to put on one).
+NO_CLOCK = frozenset({"guest_purchase", "customer_purchase"})
 
 
 class Driver:
@@ -295,7 +319,7 @@ class Driver:
         script_fn, _, steps = KINDS[kind]
         script = Script(self.world, customer, rng, end_at, steps)
         try:
-            if not kind.startswith("wall_"):
+            if not kind.startswith("wall_") and kind not in NO_CLOCK:
                 await script.new_clock()
             await script_fn(script)
         except (stripe.StripeError, TimeoutError) as exc:

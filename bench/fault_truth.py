@@ -27,14 +27,17 @@ from dataclasses import dataclass, field, replace
 from fakestripe.store import Store
 from fakestripe.store import Subscription as FakeSubscription
 
+from bench.fault_purchases import purchases_of
 from fakestripe import FakeStripe, shapes, shapes_billing
 from shared.access import (
     Access,
     CustomerFacts,
     PolicyConfig,
+    ProductLimits,
     Subscription,
     decide,
     parse_customer,
+    parse_limits,
     parse_subscription,
     user_of,
 )
@@ -107,16 +110,18 @@ class Oracle:
         store = self.fake.core.store  # read each time: a reset replaces it
         wall = int(time.time() if wall_now is None else wall_now)
         features_of = product_features(store)
+        limits_of = {pid: parse_limits(p.metadata) for pid, p in store.products.items()}
         subs_of: dict[str, list[FakeSubscription]] = {}
         for sub in store.subscriptions.values():
             subs_of.setdefault(sub.customer, []).append(sub)
         out: dict[str, Truth | None] = {}
         for cid in customers:
-            out[cid] = self._judge_one(store, cid, subs_of.get(cid, []), features_of, wall)
+            out[cid] = self._judge_one(store, cid, subs_of.get(cid, []), features_of, wall, limits_of)
         return out
 
     def _judge_one(self, store: Store, cid: str, subs: list[FakeSubscription],
-                   features_of: Mapping[str, frozenset[str]], wall: int) -> Truth | None:
+                   features_of: Mapping[str, frozenset[str]], wall: int,
+                   limits_of: Mapping[str, ProductLimits] | None = None) -> Truth | None:
         raw = store.customers.get(cid)
         clock_now: int | None = None
         if raw is not None and raw.test_clock is not None:
@@ -125,20 +130,26 @@ class Oracle:
                 return None
             clock_now = clock.frozen_time
         customer = parse_customer(shapes.customer(raw)) if raw is not None else None
+        purchases, charges = purchases_of(store, cid)
+        guest = store.sessions.get(cid) if cid.startswith("cs_") else None
         facts = CustomerFacts(
             customer_id=cid,
             customer=customer,
             subscriptions=tuple(_subscription(store, s) for s in subs),
-            checkout_user_id=_checkout_user(store, cid),
+            checkout_user_id=(guest.client_reference_id if guest is not None else _checkout_user(store, cid)),
             stripe_features=frozenset(),
             clock_now=clock_now,
+            purchases=purchases,
+            charges=charges,
+            payments_read=True,
         )
         now = clock_now if clock_now is not None else wall
         known_user = None
         if raw is not None and raw.deleted and customer is not None:
             undeleted = replace(customer, deleted=False, metadata_user_id=raw.metadata.get("user_id"))
             known_user = user_of(replace(facts, customer=undeleted), facts.subscriptions)[0]
-        return Truth(decide(facts, features_of, now, self.policy), clock_now is not None, now, known_user)
+        access = decide(facts, features_of, now, self.policy, limits_of=limits_of)
+        return Truth(access, clock_now is not None, now, known_user)
 
 
 @dataclass

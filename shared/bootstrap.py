@@ -94,6 +94,7 @@ def policy_config(settings: Settings) -> PolicyConfig:
     return PolicyConfig(
         renewal_grace_s=settings.renewal_grace.whole_s,
         past_due_grace_s=settings.past_due_grace.whole_s,
+        revoke_disputed=settings.dispute_policy == "revoke",
     )
 
 
@@ -101,13 +102,14 @@ def keys_for(settings: Settings) -> Keys:
     return Keys(prefix=settings.redis_prefix)
 
 
-async def open_pool(settings: Settings, *, max_size: int, wait_s: float) -> asyncpg.Pool:
+async def open_pool(settings: Settings, *, max_size: int, wait_s: float, light_reset: bool = False) -> asyncpg.Pool:
     """A pool; with `wait_s` > 0 it waits while Postgres is (re)starting, as arq waits for Redis,
     rather than exiting and leaving the restart to a process manager."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return await db.create_pool(settings.database_url, min_size=1, max_size=max_size)
+            return await db.create_pool(settings.database_url, min_size=1, max_size=max_size,
+                                        light_reset=light_reset)
         except (OSError, asyncpg.CannotConnectNowError) as exc:
             if time.monotonic() >= deadline:
                 raise
@@ -128,12 +130,14 @@ async def bootstrap(
     postgres_wait_s: float = 0.0,
     coalesce: bool = True,
     run_waiter: bool = False,
+    light_reset: bool = False,
 ) -> AsyncIterator[Services]:
     """Build the dependencies this process needs; close them all when the context ends.
 
     `coalesce=False` queues work with no coalescing delay (the CLI and the API: someone waits
     for it). `accept_timeout_s`: the bound on one `Coordinator.accept` (the receiver's).
     `run_waiter=True` subscribes to the ends of runs (`POST /v1/sync` waits on them).
+    `light_reset=True`: the pool's users leave no session state (`db.create_pool`).
     """
     keys = keys or keys_for(settings)
     tracing.configure(settings)  # once per process; off unless OTEL_EXPORTER_OTLP_ENDPOINT
@@ -153,7 +157,8 @@ async def bootstrap(
             settings=settings, keys=keys, redis=redis, coordinator=coordinator, policy=policy_config(settings)
         )
         if postgres:
-            services._pool = await open_pool(settings, max_size=pool_size, wait_s=postgres_wait_s)
+            services._pool = await open_pool(settings, max_size=pool_size, wait_s=postgres_wait_s,
+                                             light_reset=light_reset)
             stack.push_async_callback(services._pool.close)
         if stripe_client:
             limiter = RateLimiter(

@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     renewal_grace: DurationSetting = Duration(86400.0)
     past_due_grace: DurationSetting = Duration(7 * 86400.0)
     stripe_rate_limit: float = 20.0
+    # revoke: a payment under an open dispute grants nothing; keep: disputes change nothing
+    # (docs/contract.md §5.1).
+    dispute_policy: str = "revoke"
     # name -> secret; the `api` process refuses to start without one (`load(need_api_tokens=True)`)
     api_tokens: ApiTokens = {}
     api_port: int = 8081
@@ -175,6 +178,15 @@ class Settings(BaseSettings):
     # How long a sync holds its customer without renewing (it renews every third of this while
     # alive); a worker that dies or stalls longer loses the customer to another worker.
     sync_lease: DurationSetting = Duration(30.0)
+    # Outbound webhooks (docs/contract.md §10): how long one delivery may take, how many are in
+    # flight at once per endpoint and worker process, and the retry schedule: the first retry
+    # after WEBHOOK_RETRY_FIRST (times a 50-100 % jitter), doubling up to WEBHOOK_RETRY_CAP,
+    # until WEBHOOK_GIVE_UP_AFTER from the delivery's creation, then failed.
+    webhook_timeout: DurationSetting = Duration(10.0)
+    webhook_concurrency: int = 64
+    webhook_retry_first: DurationSetting = Duration(10.0)
+    webhook_retry_cap: DurationSetting = Duration(3600.0)
+    webhook_give_up_after: DurationSetting = Duration(3 * 86400.0)
 
     # --- tracing (shared/tracing.py): OpenTelemetry's own variable; unset or empty: off ---
     otel_exporter_otlp_endpoint: str | None = None
@@ -193,7 +205,14 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive number of requests per second")
         return v
 
-    @field_validator("stripe_endpoint_concurrency")
+    @field_validator("webhook_timeout", "webhook_retry_first", "webhook_retry_cap", "webhook_give_up_after")
+    @classmethod
+    def _positive_duration(cls, v: Duration) -> Duration:
+        if v.s <= 0:
+            raise ValueError("must be longer than 0")
+        return v
+
+    @field_validator("stripe_endpoint_concurrency", "webhook_concurrency")
     @classmethod
     def _positive_concurrency(cls, v: int) -> int:
         if v < 1:
@@ -239,6 +258,13 @@ class Settings(BaseSettings):
             return None
         if not v.startswith(("sk_", "rk_")):
             raise ValueError("must be a secret (sk_...) or restricted (rk_...) key")
+        return v
+
+    @field_validator("dispute_policy")
+    @classmethod
+    def _dispute_policy(cls, v: str) -> str:
+        if v not in ("revoke", "keep"):
+            raise ValueError("must be revoke or keep")
         return v
 
     @field_validator("log_format")

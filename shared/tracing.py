@@ -56,6 +56,9 @@ _propagator = TraceContextTextMapPropagator() if trace is not None else None
 # (customer_id, version) -> the outbox.append span of that row, for the relay's links.
 _OUTBOX_SPANS: OrderedDict[tuple[str, int], SpanContext] = OrderedDict()
 _OUTBOX_REMEMBERED = 10_000
+# message id -> the outbox.append span of that message, for the deliveries' links (kept after
+# the relay's publish: each endpoint's delivery, and each retry, links to it as well).
+_MESSAGE_SPANS: OrderedDict[str, SpanContext] = OrderedDict()
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -240,8 +243,11 @@ def outbox_appended(customer_id: str, version: int, message_id: str) -> None:
                                 "entitled.message_id": message_id}) as current:
         if current is not None:
             _OUTBOX_SPANS[(customer_id, version)] = current.get_span_context()
+            _MESSAGE_SPANS[message_id] = current.get_span_context()
             while len(_OUTBOX_SPANS) > _OUTBOX_REMEMBERED:
                 _OUTBOX_SPANS.popitem(last=False)
+            while len(_MESSAGE_SPANS) > _OUTBOX_REMEMBERED:
+                _MESSAGE_SPANS.popitem(last=False)
 
 
 def publish_span(messages: Iterable[str | bytes]) -> span:
@@ -259,6 +265,20 @@ def publish_span(messages: Iterable[str | bytes]) -> span:
         "messaging.system": "redis", "messaging.destination.name": "access-changed",
         "messaging.batch.message_count": len(ids), "entitled.message_ids": ids,
     }, kind=trace.SpanKind.PRODUCER, links=links)
+
+
+def delivery_span(*, message_id: str, customer_id: str, version: int, endpoint_id: str, url: str,
+                  attempt: int) -> span:
+    """One outbound webhook delivery attempt (a POST to an endpoint), linked to the outbox.append
+    of its message when this process wrote it; the message id is an attribute either way."""
+    attrs = {"http.request.method": "POST", "url.full": url, "entitled.message_id": message_id,
+             "entitled.customer_id": customer_id, "entitled.version": version,
+             "entitled.endpoint_id": endpoint_id, "entitled.attempt": attempt}
+    if _tracer is None:
+        return span("webhook.deliver")
+    ctx = _MESSAGE_SPANS.get(message_id)
+    links = [trace.Link(ctx, {"entitled.message_id": message_id})] if ctx is not None else []
+    return span("webhook.deliver", attrs, kind=trace.SpanKind.CLIENT, links=links)
 
 
 # --- logs --------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from shared.settings import Settings
 from tests.support.pg import PgCluster
 from tests.support.redis_server import RedisServer
 from tests.support.stack import Stack, running_stack
-from tests.support.stripe_requests import RECORDED, request_problems
+from tests.support.stripe_requests import RECORDED, SHAPE_PROBLEMS, request_problems
 
 WEBHOOK_SECRET = "whsec_test_0123456789abcdef"
 API_KEY = "sk_test_fake"
@@ -30,6 +30,17 @@ def stripe_requests_follow_spec() -> Iterator[None]:
     if problems:
         pytest.fail("the service asked Stripe for what docs/contract.md §8 does not allow:\n" + "\n".join(problems),
                     pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stripe_objects_match_the_sdk() -> Iterator[None]:
+    """At the session's end: every object a test stack's fake Stripe answered or sent (webhooks,
+    thin ones too) has only keys stripe-python 16.1.0's resource class declares, and all it
+    declares non-optional (fakestripe/src/fakestripe/shape_log.py). An error at teardown."""
+    yield
+    if SHAPE_PROBLEMS:
+        pytest.fail("the fake Stripe served objects the SDK does not describe:\n"
+                    + "\n".join(sorted(SHAPE_PROBLEMS.values())), pytrace=False)
 
 
 @pytest.fixture(scope="session")

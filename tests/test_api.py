@@ -152,6 +152,23 @@ async def test_access_is_the_union_of_a_users_customers(client: TestClient[Any, 
     assert (status, body["features"]) == (200, ["pro"])
 
 
+async def test_limits_and_quantities_end_with_their_valid_until(client: TestClient[Any, Any],
+                                                                 pool: asyncpg.Pool) -> None:
+    """docs/contract.md §10 reads §7's views: a limit past its valid_until is not answered; each
+    grant carries its own quantity, and `/v1/check` sums them."""
+    now = datetime.now(UTC)
+    await grant(pool, "cus_9", "u_9", "team", until=now + timedelta(days=1), quantity=8)
+    await pool.execute(
+        "INSERT INTO entitlement_limits (customer_id, name, value, valid_until, source_id)"
+        " VALUES ('cus_9', 'projects', 40, $1, 'sub_1'), ('cus_9', 'api_calls', 9, $2, 'sub_1')",
+        now + timedelta(days=1), now - timedelta(seconds=1),
+    )
+    body = (await get(client, "/v1/access?customer_id=cus_9"))[1]
+    assert body["limits"] == {"projects": 40}
+    assert [(g["feature"], g["quantity"]) for g in body["grants"]] == [("team", 8)]
+    assert (await get(client, "/v1/check?user_id=u_9&feature=team"))[1]["quantity"] == 8
+
+
 async def test_bad_input_is_json_400_or_404(client: TestClient[Any, Any]) -> None:
     """Unknown subjects are 404; missing, doubled or absurd parameters are 400; other routes 404/405."""
     cases = {

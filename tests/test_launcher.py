@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -39,6 +40,11 @@ def test_run_plays_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "embedded Postgres" in proc.stderr
     assert "embedded Redis" in proc.stderr
+    # the operator console's address and this run's token, to sign in with (docs/contract.md §11)
+    token = re.search(r"this run's API token is (\S+) ", proc.stderr)
+    assert token, proc.stderr[-2000:]
+    assert re.search(r"operator console on http://127\.0\.0\.1:\d+/console/ \(sign in with "
+                     + re.escape(token.group(1)) + r"\)", proc.stderr), proc.stderr[-2000:]
     for expected in ("webhook  customer.subscription.paused", "sync     ", "message  v2",
                      "Stripe's Entitlements still grant", "is past_due", "catalog event",
                      "a sync saw", "3 of 3 scenarios passed", "Demo done"):

@@ -1,6 +1,11 @@
 """Never stale (docs/contract.md §9, scenarios 3, 8, 9): access is right when webhooks come late, are
 lost, or never come — re-checks, reconciliation and catalog changes, end to end.
 
+Scenario 8's `product.updated` family also runs with thin deliveries (`v1.`-prefixed
+`v2.core.event` notifications). The others are about webhooks that never come or come late;
+the late one's thin run does not yet see its delayed deliveries recorded (to look into), so
+it runs with snapshot events only.
+
 The re-check tests run on the wall clock (the fake's global clock follows it) with short
 graces, so that real seconds pass between a trial end and the re-check that finds it.
 """
@@ -11,6 +16,8 @@ import asyncio
 import time
 from collections import Counter
 from typing import Any
+
+import pytest
 
 from fakestripe import Settings as FakeSettings
 from tests.support.stack import DAY, Stack
@@ -125,10 +132,11 @@ async def test_scenario_8_feature_attached_and_removed(stack_factory: Any) -> No
             ]
 
 
-async def test_scenario_8_metadata_features(stack_factory: Any) -> None:
+@pytest.mark.parametrize("thin", [False, True], ids=["snapshot", "thin"])
+async def test_scenario_8_metadata_features(stack_factory: Any, thin: bool) -> None:
     """An account without Product Features: metadata.features on the product; a product.updated
-    event refreshes the catalog and resyncs its subscribers."""
-    async with stack_factory(workers=2) as stack:
+    event (thin: `v1.product.updated`) refreshes the catalog and resyncs its subscribers."""
+    async with stack_factory(workers=2, thin=thin) as stack:
         product, price = await stack.product("Legacy", [], metadata_features="reports, api")
         cus = await stack.customer(metadata={"user_id": "u_meta"})
         await stack.subscribe(cus, price)

@@ -44,6 +44,15 @@ def test_the_fake_is_not_installed(bare_python: Path) -> None:
     assert out.stdout.strip() == "['ingest', 'worker', 'shared', 'api']"
 
 
+def test_the_console_ships_its_templates_and_static_files(bare_python: Path) -> None:
+    """The operator console (docs/contract.md §11) renders from files beside its code."""
+    probe = ("import importlib.resources as r; d = r.files('api.console');"
+             " print(all((d / p).is_file() for p in ('templates/customer.html', 'templates/parts/picture.svg',"
+             " 'static/console.css', 'static/live.js')))")
+    out = subprocess.run([bare_python, "-c", probe], capture_output=True, text=True, check=True, cwd="/")
+    assert out.stdout.strip() == "True"
+
+
 async def test_ingest_and_worker_run_without_the_fake(bare_python: Path, database_url: str, redis_url: str) -> None:
     """The Procfile's processes start from the bare install and do their work."""
     async with FakeStripe(api_keys=(API_KEY,)).running() as fake:

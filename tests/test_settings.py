@@ -14,7 +14,7 @@ from shared.settings import SettingsError, load, parse_duration_s
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     for name in list(os.environ):
-        if name.startswith(("STRIPE_", "DATABASE_", "REDIS_", "RENEWAL_", "PAST_DUE_", "PORT")):
+        if name.startswith(("STRIPE_", "DATABASE_", "REDIS_", "RENEWAL_", "PAST_DUE_", "PORT", "DISPUTE_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(str(tmp_path))  # no stray .env
 
@@ -49,6 +49,13 @@ def test_defaults() -> None:
     assert s.renewal_grace.s == 86400
     assert s.past_due_grace.s == 7 * 86400
     assert s.stripe_rate_limit == 20
+    assert s.dispute_policy == "revoke"
+
+
+def test_dispute_policy_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DISPUTE_POLICY accepts revoke and keep (docs/contract.md §3)."""
+    monkeypatch.setenv("DISPUTE_POLICY", "keep")
+    assert load().dispute_policy == "keep"
 
 
 def test_secrets_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,6 +74,7 @@ def test_secrets_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STRIPE_API_KEY", "pk_test_publishable"),
         ("DATABASE_URL", "mysql://x"),
         ("REDIS_URL", "http://x"),
+        ("DISPUTE_POLICY", "forgive"),
     ],
 )
 def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -97,3 +105,24 @@ def test_processes_refuse_to_start_with_one_line(module: str, variable: str) -> 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1
     assert variable in lines[0]
+
+
+def test_webhook_delivery_settings_make_the_delivery_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The WEBHOOK_* variables reach the deliverer's policy; the defaults are the contract's
+    (docs/contract.md §10: a 10 s timeout, 3 days of retries); nonsense names its variable."""
+    from shared.publishing import DeliveryPolicy
+
+    default = DeliveryPolicy.from_settings(load())
+    assert (default.timeout_s, default.concurrency, default.retry_first_s, default.retry_cap_s,
+            default.give_up_after_s) == (10.0, 64, 10.0, 3600.0, 3 * 86400.0)
+    for name, value in {"WEBHOOK_TIMEOUT": "3s", "WEBHOOK_CONCURRENCY": "8", "WEBHOOK_RETRY_FIRST": "20s",
+                        "WEBHOOK_RETRY_CAP": "15m", "WEBHOOK_GIVE_UP_AFTER": "1d"}.items():
+        monkeypatch.setenv(name, value)
+    policy = DeliveryPolicy.from_settings(load())
+    assert (policy.timeout_s, policy.concurrency, policy.retry_first_s, policy.retry_cap_s,
+            policy.give_up_after_s) == (3.0, 8, 20.0, 900.0, 86400.0)
+    for name, bad in (("WEBHOOK_TIMEOUT", "0"), ("WEBHOOK_CONCURRENCY", "0"), ("WEBHOOK_RETRY_CAP", "soon")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(SettingsError, match=name):
+            load()
+        monkeypatch.delenv(name)

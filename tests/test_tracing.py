@@ -4,7 +4,8 @@ The fake Stripe sends the webhooks of a purchase to the real ingest app in this 
 arq worker in burst mode syncs the customer (fake Stripe, real Postgres and Redis) and the relay
 publishes the message. The SDK's InMemorySpanExporter receives every span; the test follows
 webhook.received → unit.accepted → (link by event id) → sync → stripe.request,
-postgres.transaction → outbox.append → (link) → stream.publish, and the log lines' trace_id.
+postgres.transaction → outbox.append → (link) → stream.publish, and the log lines' trace_id;
+then the outbound webhook: outbox.append → (link) → webhook.deliver, to a real endpoint.
 """
 
 from __future__ import annotations
@@ -17,16 +18,19 @@ import asyncpg
 import pytest
 import structlog
 from aiohttp import web
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from fakestripe import FakeStripe
 from ingest.app import create_app
-from shared import tracing
+from shared import db, tracing
 from shared.coordination import AcceptedEvent, Keys
+from shared.publishing import Deliverer, DeliveryPolicy, endpoints
 from shared.publishing.relay import Relay
 from shared.settings import Duration, Settings
 from tests.conftest import API_KEY
+from tests.support.receiver import Receiver
 from tests.support.redis_server import free_port
 from tests.test_worker_inprocess import client as client
 from tests.test_worker_inprocess import drain, subscribed_customer
@@ -92,6 +96,19 @@ async def accepted_subscription_event(spans: InMemorySpanExporter) -> ReadableSp
 async def test_one_webhook_is_traced_from_receipt_to_the_stream(
     traced_settings: Settings, spans: InMemorySpanExporter, client: Any, redis_client: Any
 ) -> None:
+    pool = await db.create_pool(traced_settings.database_url)
+    endpoint_server = await Receiver().start()
+    endpoint = await endpoints.add(pool, endpoint_server.url)
+    endpoint_server.secret = endpoint.secret
+    try:
+        await _traced_chain(traced_settings, spans, client, redis_client, endpoint_server)
+    finally:
+        await endpoint_server.close()
+        await pool.close()
+
+
+async def _traced_chain(traced_settings: Settings, spans: InMemorySpanExporter, client: Any, redis_client: Any,
+                        endpoint_server: Receiver) -> None:
     customer_id = await subscribed_customer(client, ["pro"])
     received = await accepted_subscription_event(spans)
     event_id = attrs(received)["stripe.event_id"]
@@ -143,6 +160,26 @@ async def test_one_webhook_is_traced_from_receipt_to_the_stream(
     done = [line for line in logs if line["event"] == "sync.done" and line.get("trace_id") == trace_id]
     assert done
     assert done[0]["span_id"] == format(sync.context.span_id, "016x")
+
+    # the outbound webhook of that message: a client span linked to the outbox row
+    deliverer = Deliverer(traced_settings.database_url,
+                          policy=DeliveryPolicy(timeout_s=2.0, idle_poll_s=0.05, endpoints_poll_s=0.05))
+    task = asyncio.create_task(deliverer.run_forever())
+    try:
+        for _ in range(200):
+            delivered = [s for s in named(spans, "webhook.deliver") if attrs(s)["entitled.message_id"] == message_id]
+            if delivered:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    [deliver] = delivered
+    assert [link.context.span_id for link in deliver.links] == [appended.context.span_id]
+    assert attrs(deliver)["http.response.status_code"] == 200
+    assert attrs(deliver)["url.full"] == endpoint_server.url
+    assert deliver.kind == trace.SpanKind.CLIENT
+    assert any(message_id == r.message_id for r in endpoint_server.received if r.verified)
 
 
 @pytest.mark.usefixtures("spans")

@@ -33,9 +33,9 @@ import asyncpg
 import stripe
 from redis.exceptions import RedisError
 
-from shared import db, preflight
+from shared import db, preflight, replay
 from shared.bootstrap import Services, bootstrap
-from shared.coordination import AcceptedEvent, Unit, is_stripe_id
+from shared.coordination import Unit, is_stripe_id
 from shared.settings import Settings, SettingsError, load
 from shared.stripe_api import StripeReader
 from shared.version import describe
@@ -133,10 +133,11 @@ async def _synced_at(ctx: Services, cid: str) -> datetime | None:
 
 
 async def resync_one(ctx: Services, cid: str) -> None:
-    if not is_stripe_id(cid, prefix="cus_"):
-        raise CliError(f"{cid!r} is not a Stripe customer id (cus_...)")
+    # a guest purchase's customer is its Checkout Session (docs/contract.md §5.1)
+    if not (is_stripe_id(cid, prefix="cus_") or is_stripe_id(cid, prefix="cs_")):
+        raise CliError(f"{cid!r} is not a Stripe customer id (cus_..., or a guest purchase's cs_...)")
     before = datetime.now(UTC)
-    await ctx.coordinator.accept(Unit.customer(cid), reason="resync", delay_ms=0, unpark=True)
+    await replay.resync(ctx.coordinator, cid)
     await _need_worker(ctx, f"the sync of {cid}")
     await wait_and_show(ctx, cid, before)
 
@@ -283,6 +284,15 @@ async def show(ctx: Services, *, customer: str | None = None, user: str | None =
         [(m["version"], m["published_at"], m["message"]) for m in messages], ["version", "published", "message"]))
 
 
+async def cmd_explain(ctx: Services, *, customer: str | None, user: str | None) -> None:
+    from worker import explain_cli
+
+    found = await explain_cli.explain(ctx.pool, customer=customer, user=user)
+    if not found:
+        raise CliError(f"no customer {customer!r} is known" if customer else f"no customer is mapped to user {user!r}")
+    print("\n".join(found))
+
+
 async def cmd_recent_events(ctx: Services, *, limit: int) -> None:
     rows = await ctx.pool.fetch(
         "SELECT event_id, type, source, customer_id, received_at, outcome FROM event_ledger"
@@ -313,23 +323,18 @@ async def cmd_events(ctx: Services, *, limit: int) -> None:
 
 
 async def cmd_replay(ctx: Services, event_id: str) -> None:
-    parked = {p.unit.wire: p.unit for p in await ctx.coordinator.parked_units()}
-    if event_id in parked:
-        await ctx.coordinator.accept(parked[event_id], reason="replay", delay_ms=0, unpark=True)
+    before = datetime.now(UTC)
+    try:
+        done = await replay.replay(ctx.pool, ctx.coordinator, event_id)
+    except replay.ReplayError as exc:
+        raise CliError(str(exc)) from None
+    if done.event_type is None:
         print(f"replaying parked unit {event_id}")
         return
-    row = await ctx.pool.fetchrow("SELECT type, customer_id FROM event_ledger WHERE event_id = $1", event_id)
-    if row is None:
-        raise CliError(f"{event_id} is not in the ledger (only accepted events are), nor a parked unit")
-    if not row["customer_id"]:
-        raise CliError(f"{event_id} ({row['type']}) names no customer; `entitled events --failed` lists parked units")
-    record = AcceptedEvent.now(event_id, row["type"], "replay")
-    before = datetime.now(UTC)
-    await ctx.coordinator.accept(Unit.customer(row["customer_id"]), event=record, reason=row["type"], delay_ms=0,
-                                 unpark=True)
-    print(f"replaying {event_id} ({row['type']}) for {row['customer_id']}")
+    print(f"replaying {event_id} ({done.event_type}) for {done.customer_id}")
     await _need_worker(ctx, f"the replay of {event_id}")
-    await wait_and_show(ctx, row["customer_id"], before)
+    assert done.customer_id is not None
+    await wait_and_show(ctx, done.customer_id, before)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -352,6 +357,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="what we hold for a customer",
                        description="Subscriptions, entitlements, recent events and last messages of a customer.")
     group = s.add_mutually_exclusive_group(required=True)
+    group.add_argument("--customer", metavar="CUS_ID", help="a Stripe customer id")
+    group.add_argument("--user", metavar="USER_ID", help="your app's user id: every customer mapped to it")
+    x = sub.add_parser("explain", help="why a customer has the access it has, in words",
+                       description="The access now (the public views) and the why the last sync recorded "
+                       "(docs/contract.md section 5.3): each feature and limit, by what, until when.")
+    group = x.add_mutually_exclusive_group(required=True)
     group.add_argument("--customer", metavar="CUS_ID", help="a Stripe customer id")
     group.add_argument("--user", metavar="USER_ID", help="your app's user id: every customer mapped to it")
     e = sub.add_parser("events", help="recent events, or the failed ones",
@@ -423,6 +434,8 @@ async def _run(args: argparse.Namespace, ctx: Services) -> None:
         await resync_one(ctx, args.customer)
     elif args.command == "show":
         await show(ctx, customer=args.customer, user=args.user)
+    elif args.command == "explain":
+        await cmd_explain(ctx, customer=args.customer, user=args.user)
     elif args.command == "events" and args.failed:
         await cmd_events(ctx, limit=args.limit)
     elif args.command == "events":

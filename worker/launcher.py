@@ -413,11 +413,13 @@ class Launcher:
     async def _spawn_api(self, *, free_port_if_unset: bool) -> int:
         """The app-facing API, with a token of this run's own when API_TOKENS is not set."""
         extra: dict[str, str] = {}
+        secret = None
         if not self.settings.api_tokens:
             token = f"local:{secrets.token_urlsafe(24)}"
             extra["API_TOKENS"] = token
-            print(f"entitled run: API_TOKENS not set; this run's API token is {token.split(':', 1)[1]}"
-                  " (name: local)", file=sys.stderr)
+            secret = token.split(":", 1)[1]
+            print(f"entitled run: API_TOKENS not set; this run's API token is {secret} (name: local)",
+                  file=sys.stderr)
         port = self.settings.api_port
         if free_port_if_unset and "api_port" not in self.settings.model_fields_set:
             port = free_port()
@@ -426,6 +428,9 @@ class Launcher:
         await self._wait_ready(port)
         print(f"entitled run: app-facing API on http://127.0.0.1:{port}/v1/ (README, For app developers)",
               file=sys.stderr)
+        # The operator console (docs/contract.md §11): a newcomer sees the demo's customers there.
+        sign_in = f"sign in with {secret}" if secret is not None else "sign in with a secret of API_TOKENS"
+        print(f"entitled run: operator console on http://127.0.0.1:{port}/console/ ({sign_in})", file=sys.stderr)
         return port
 
     async def _run_demo(self, database_url: str, redis_url: str, port: int, stop: asyncio.Event) -> None:

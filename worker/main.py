@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared import db
 from shared.bootstrap import Services, bootstrap
 from shared.coordination import EVENTS_POLL, SYNC_FUNCTION, Keys, in_progress_timeout_s
-from shared.publishing import Deliverer, Relay
+from shared.publishing import Deliverer, DeliveryPolicy, Relay
 from shared.serving import Runner, harden, json_errors, metrics_view
 from shared.settings import Settings, SettingsError
 from worker import keycheck, reconcile, timers
@@ -149,7 +149,8 @@ async def startup(ctx: dict[str, Any]) -> None:
         asyncio.create_task(relay.run_forever(), name="relay"),
         asyncio.create_task(timers.run_forever(deps), name="timers"),
         # Outbound webhooks: its own connections and lanes, so no endpoint slows the rest.
-        asyncio.create_task(Deliverer(settings.database_url).run_forever(), name="webhooks"),
+        asyncio.create_task(Deliverer(settings.database_url, policy=DeliveryPolicy.from_settings(settings)).run_forever(),
+                            name="webhooks"),
     ]
     ctx["deps"] = deps
     if settings.worker_metrics_port is not None:

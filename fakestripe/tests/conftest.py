@@ -1,9 +1,13 @@
 """Fixtures for the fake Stripe's tests: a running fake, the official SDK pointed at it, the
-control client, and a webhook receiver (a tiny aiohttp app that records what it gets)."""
+control client, and a webhook receiver (a tiny aiohttp app that records what it gets).
+
+Every `fake` checks each object it answers or sends against stripe-python 16.1.0's resource
+classes (`fakestripe.shape_log`); `objects_match_the_sdk` fails the run at its end, as an error,
+if any test's fake served a key the SDK does not declare or left out a non-optional one."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import stripe
@@ -11,11 +15,24 @@ from fake_helpers import Receiver, close_http
 
 from fakestripe import FakeStripe, FakeStripeControl
 
+# Problems found by every test's fake, for the session-end check.
+SHAPE_PROBLEMS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def objects_match_the_sdk() -> Iterator[None]:
+    yield
+    assert not SHAPE_PROBLEMS, "objects the SDK does not describe:\n" + "\n".join(
+        sorted(SHAPE_PROBLEMS.values())
+    )
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeStripe]:
-    async with FakeStripe(seed=7, tick_interval_s=0.05).running() as running:
+    async with FakeStripe(seed=7, tick_interval_s=0.05, check_shapes=True).running() as running:
         yield running
+    assert running.core.shape_log is not None
+    SHAPE_PROBLEMS.update(running.core.shape_log.problems)
 
 
 @pytest.fixture

@@ -88,6 +88,10 @@ class Keys:
         """Set for 5 s by each `POST /v1/sync` of this customer or session id (docs/contract.md §10)."""
         return f"{self.prefix}:api:sync:{subject}"
 
+    def console_sign_in(self, client: str) -> str:
+        """Sign-in attempts to the operator console from one client address (a counter)."""
+        return f"{self.prefix}:console:sign-in:{client}"
+
     def rate(self, bucket: str) -> str:
         return f"{self.prefix}:rate:{bucket}"
 

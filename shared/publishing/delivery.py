@@ -51,10 +51,11 @@ import structlog
 from prometheus_client import Counter, Gauge, Histogram
 from standardwebhooks.webhooks import Webhook
 
-from shared import db
+from shared import db, tracing
 from shared.publishing.endpoints import Endpoint, active
 from shared.publishing.history import prune as prune_history
 from shared.publishing.outbox import OUTBOX_CHANNEL
+from shared.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +106,14 @@ class DeliveryPolicy:
     @property
     def lease_s(self) -> float:
         return self.timeout_s + self.lease_margin_s
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryPolicy:
+        """The WEBHOOK_* settings (README, "Configuration"); the rest keep their defaults."""
+        return cls(timeout_s=settings.webhook_timeout.s, concurrency=settings.webhook_concurrency,
+                   retry_first_s=settings.webhook_retry_first.s,
+                   retry_cap_s=max(settings.webhook_retry_cap.s, settings.webhook_retry_first.s),
+                   give_up_after_s=settings.webhook_give_up_after.s)
 
 
 def retry_delay_s(failed_attempts: int, policy: DeliveryPolicy) -> float:
@@ -251,15 +260,19 @@ class _Lane:
             "webhook-signature": self.signer.sign(row.message_id, sent_at, row.message),
         }
         started = time.perf_counter()
-        try:
-            async with session.post(self.endpoint.url, data=row.message.encode(), headers=headers,
-                                    allow_redirects=False) as answer:
-                code = answer.status
-                await answer.content.read(MAX_ANSWER_BYTES)
-        except TimeoutError:
-            error = f"timeout after {self.policy.timeout_s:g}s"
-        except Exception as exc:  # any failure of the request is the endpoint's: retried, never fatal
-            error = f"{type(exc).__name__}: {exc}"[:300]
+        async with tracing.delivery_span(message_id=row.message_id, customer_id=row.customer_id,
+                                         version=row.version, endpoint_id=self.endpoint.id, url=self.endpoint.url,
+                                         attempt=row.attempts + 1):
+            try:
+                async with session.post(self.endpoint.url, data=row.message.encode(), headers=headers,
+                                        allow_redirects=False) as answer:
+                    code = answer.status
+                    await answer.content.read(MAX_ANSWER_BYTES)
+            except TimeoutError:
+                error = f"timeout after {self.policy.timeout_s:g}s"
+            except Exception as exc:  # any failure of the request is the endpoint's: retried, never fatal
+                error = f"{type(exc).__name__}: {exc}"[:300]
+            tracing.note(**{"http.response.status_code": code, "error.type": error})
         elapsed = time.perf_counter() - started
         result = judge(row, code, error, self.clock(), self.policy)
         self._report(row, result, elapsed)

@@ -101,3 +101,14 @@ async def failed_deliveries(pool: asyncpg.Pool, limit: int) -> list[asyncpg.Reco
         " FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id"
         " WHERE d.status = 'failed' ORDER BY d.created_at DESC, d.id DESC LIMIT $1", limit)
     return rows
+
+
+async def retry_failed(pool: asyncpg.Pool, delivery_id: int) -> bool:
+    """Try a delivery given up on once more, now (the operator console's replay). Its retry
+    period is over, so an endpoint still failing leaves it `failed` again after that one attempt.
+    False when it is not a failed delivery of an endpoint still configured."""
+    found = await pool.fetchval(
+        "UPDATE webhook_deliveries d SET status = 'pending', next_attempt_at = now(), leased_until = NULL"
+        " FROM webhook_endpoints e WHERE d.id = $1 AND d.status = 'failed' AND e.id = d.endpoint_id"
+        " AND e.removed_at IS NULL RETURNING d.id", delivery_id)
+    return found is not None

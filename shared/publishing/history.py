@@ -60,10 +60,15 @@ def stripe_summary(facts: CustomerFacts) -> dict[str, Any]:
 def decision_summary(access: Access, offset_s: float) -> dict[str, Any]:
     """The decision with its why; times on the wall clock, like the view's."""
     return {
-        "features": {f: {"valid_until": iso(g.valid_until + offset_s), "subscription_id": g.subscription_id}
+        "features": {f: {"valid_until": iso(g.valid_until + offset_s), "subscription_id": g.subscription_id,
+                         "row": None if g.row is None else g.row.value, "item_id": g.item_id}
                      for f, g in sorted(access.grants.items())},
         "user_id": access.user_id,
         "user_id_source": access.user_id_source,
+        # docs/contract.md §5.2: feature -> quantity, and each limit with until when and from what
+        "quantities": access.quantities,
+        "limits": {n: {"value": g.value, "valid_until": iso(g.valid_until + offset_s), "source_id": g.source_id}
+                   for n, g in sorted(access.limits.items())},
         "next_check": iso(None if access.next_check is None else access.next_check + offset_s),
         "why": explain.sentences(access, offset_s),
     }

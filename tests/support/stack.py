@@ -38,7 +38,7 @@ from shared.coordination import Keys
 from shared.publishing import AccessChanged
 from shared.settings import Settings
 from tests.support.redis_server import free_port
-from tests.support.stripe_requests import RECORDED, SERVICE_KEY
+from tests.support.stripe_requests import RECORDED, SERVICE_KEY, SHAPE_PROBLEMS
 
 API_KEY = "sk_test_fake"
 DAY = 86_400
@@ -232,15 +232,18 @@ async def running_stack(
     fake_settings: FakeSettings | None = None,
     worker_env: Mapping[str, str] | None = None,
     ingest_overrides: Mapping[str, Any] | None = None,
+    thin: bool = False,
 ) -> AsyncIterator[Stack]:
     log_dir = Path(tempfile.mkdtemp(prefix="entitled-e2e-"))
     # The workers use a key of their own, so that what the service asks of Stripe can be told
     # from what the test does (tests/support/stripe_requests.py checks it at the session's end).
-    fake = FakeStripe(api_keys=(API_KEY, SERVICE_KEY), settings=fake_settings, tick_interval_s=0.1)
+    fake = FakeStripe(api_keys=(API_KEY, SERVICE_KEY), settings=fake_settings, tick_interval_s=0.1,
+                      check_shapes=True)
     async with fake.running() as running:
         ingest_port = free_port()
         ingest_url = f"http://127.0.0.1:{ingest_port}/webhooks/stripe"
-        endpoint = running.add_webhook_endpoint(ingest_url, faults=faults)
+        # `thin`: the endpoint gets `v2.core.event` notifications (`v1.`-prefixed types).
+        endpoint = running.add_webhook_endpoint(ingest_url, faults=faults, thin=thin)
         settings = Settings(
             database_url=database_url,
             redis_url=redis_url,
@@ -277,6 +280,8 @@ async def running_stack(
         finally:
             stack.stop_workers()
             RECORDED.extend(running.fake.requests.to_json())
+            if running.core.shape_log is not None:
+                SHAPE_PROBLEMS.update(running.core.shape_log.problems)
             await stack.ctl.close()
             await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped
             await pool.close()

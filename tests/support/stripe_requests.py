@@ -55,6 +55,9 @@ MAX_EXPAND_DEPTH = 4
 
 # Filled by tests/support/stack.py as each stack stops: the fake's `RequestLog.to_json()`.
 RECORDED: list[dict[str, Any]] = []
+# Likewise: what each stack's fake served that stripe-python's classes do not describe
+# (`FakeStripe(check_shapes=True)`, fakestripe/src/fakestripe/shape_log.py).
+SHAPE_PROBLEMS: dict[str, str] = {}
 
 
 def request_problems(entries: list[dict[str, Any]], key: str = SERVICE_KEY) -> list[str]:

@@ -294,9 +294,18 @@ async def stripe_middleware(request: web.Request, handler: Handler) -> web.Strea
     response.headers["Request-Id"] = request_id
     if is_api:
         response.headers["Stripe-Version"] = API_VERSION
+        _log_shape(fake, request, response)
         status = "reset" if request.get(WAS_RESET) else str(response.status)
         fake.stats.finished(request.method, route_template(request), status)
     return response
+
+
+def _log_shape(fake: Fake, request: web.Request, response: web.StreamResponse) -> None:
+    log = fake.core.shape_log
+    if log is None or not isinstance(response, web.Response) or response.status >= 400:
+        return
+    if response.content_type == "application/json" and isinstance(response.body, bytes):
+        log.check(f"{request.method} {route_template(request)}", orjson.loads(response.body))
 
 
 # Rendering --------------------------------------------------------------------------------

@@ -9,14 +9,15 @@ refused as everywhere in the fake.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from . import checkout_payment, errors, payments, shapes_payments
 from .api import fake_of, newest_first, paginate, params, respond
 from .forms import Arr, Bool, Endpoint, Enum, Int, Metadata, Obj, Range, Str, in_range
-from .payment_objects import Charge, Dispute, PaymentIntent, PaymentLink, Refund
+from .payment_objects import Charge, Dispute, OnCharge, PaymentIntent, PaymentLink, Refund
 
 routes = web.RouteTableDef()
 JSON = dict[str, Any]
@@ -133,16 +134,24 @@ async def create_refund(request: web.Request) -> web.Response:
     return respond(request, shapes_payments.refund(core.store, re), p)
 
 
+OC = TypeVar("OC", bound=OnCharge)
+
+
+def _on_charge(objects: Iterable[OC], p: dict[str, Any]) -> list[OC]:
+    """The refunds or disputes a list's `charge`, `payment_intent` and `created` filters keep."""
+    return [
+        o for o in objects
+        if ("charge" not in p or o.charge == p["charge"])
+        and ("payment_intent" not in p or o.payment_intent == p["payment_intent"])
+        and in_range(o.created, p.get("created"))
+    ]  # fmt: skip
+
+
 @routes.get("/v1/refunds")
 async def list_refunds(request: web.Request) -> web.Response:
     p = params(request, LIST_REFUNDS)
     core = fake_of(request).core
-    found = [
-        r for r in core.store.payments.refunds.values()
-        if ("charge" not in p or r.charge == p["charge"])
-        and ("payment_intent" not in p or r.payment_intent == p["payment_intent"])
-        and in_range(r.created, p.get("created"))
-    ]  # fmt: skip
+    found = _on_charge(core.store.payments.refunds.values(), p)
     page = paginate(newest_first(found, _order), lambda r: r.id,
                     lambda r: shapes_payments.refund(core.store, r), p, "/v1/refunds", "refund")  # fmt: skip
     return respond(request, page, p)
@@ -163,12 +172,7 @@ async def retrieve_refund(request: web.Request) -> web.Response:
 async def list_disputes(request: web.Request) -> web.Response:
     p = params(request, LIST_DISPUTES)
     core = fake_of(request).core
-    found = [
-        d for d in core.store.payments.disputes.values()
-        if ("charge" not in p or d.charge == p["charge"])
-        and ("payment_intent" not in p or d.payment_intent == p["payment_intent"])
-        and in_range(d.created, p.get("created"))
-    ]  # fmt: skip
+    found = _on_charge(core.store.payments.disputes.values(), p)
     page = paginate(newest_first(found, _order), lambda d: d.id,
                     lambda d: shapes_payments.dispute(core.store, d), p, "/v1/disputes", "dispute")  # fmt: skip
     return respond(request, page, p)

@@ -221,6 +221,12 @@ class FakeStripeControl:
         out: list[JSON] = result["requests"]
         return out
 
+    async def shapes(self) -> JSON:
+        """With `check_shapes` on: `{"enabled", "checked", "types", "problems"}`, every object
+        answered or sent so far checked against stripe-python's resource classes."""
+        result: JSON = await self._call("GET", "/_fake/shapes")
+        return result
+
     async def reset_stats(self) -> None:
         await self._call("POST", "/_fake/stats/reset")
 

@@ -367,6 +367,15 @@ async def requests(request: web.Request) -> web.Response:
     return json_response({"requests": fake_of(request).requests.to_json()})
 
 
+@routes.get("/_fake/shapes")
+async def shapes_checked(request: web.Request) -> web.Response:
+    """What `check_shapes` found: `{"enabled", "checked", "types", "problems"}`."""
+    log = fake_of(request).core.shape_log
+    if log is None:
+        return json_response({"enabled": False, "checked": 0, "types": [], "problems": []})
+    return json_response({"enabled": True, **log.to_json()})
+
+
 @routes.post("/_fake/stats/reset")
 async def reset_stats(request: web.Request) -> web.Response:
     fake = fake_of(request)

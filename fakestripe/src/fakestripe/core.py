@@ -18,6 +18,7 @@ from typing import Any
 from .clock import GlobalClock, Settings
 from .entitlements import EntitlementTracker
 from .events import Event, EventLog
+from .shape_log import ShapeLog
 from .store import Store
 
 JSON = dict[str, Any]
@@ -33,6 +34,8 @@ class Core:
         self.entitlements = EntitlementTracker()
         self._pinned: dict[str | None, int] = {}
         self._depth = 0
+        # Set by `FakeStripe(check_shapes=True)`: every answer and payload checked (shape_log.py).
+        self.shape_log: ShapeLog | None = None
 
     def reset(self) -> None:
         """Forget every object and event; keep listeners, restore default settings and clock."""

@@ -32,6 +32,7 @@ import stripe.events
 from stripe._object_classes import get_object_class
 from stripe._request_options import RequestOptions
 from stripe._stripe_object import StripeObject
+from stripe.events._event_classes import get_v2_event_class
 from stripe.params import WebhookEndpointCreateParams
 
 JSON = dict[str, Any]
@@ -79,8 +80,14 @@ def event_type_problems(snapshot: set[str] | frozenset[str], thin: set[str] | fr
 # Objects ----------------------------------------------------------------------------------
 
 
-def resource_class(object_name: str) -> type[StripeObject] | None:
-    """The SDK class of an `object` value (`subscription`, `v2.core.event`), if it has one."""
+def resource_class(object_name: str, event_type: str | None = None) -> type[StripeObject] | None:
+    """The SDK class of an `object` value (`subscription`, `v2.core.event`), if it has one. A
+    `v2.core.event` of a known `type` is that type's `stripe.events` class (which declares its
+    `related_object`)."""
+    if object_name == "v2.core.event" and event_type is not None:
+        typed: type[StripeObject] = get_v2_event_class(event_type)
+        if typed is not StripeObject:
+            return typed
     mode: Literal["V1", "V2"] = "V2" if object_name.startswith("v2.") else "V1"
     cls = get_object_class(mode, object_name)
     return None if cls is StripeObject else cls
@@ -129,7 +136,8 @@ def object_problems(obj: JSON, where: str = "") -> list[str]:
         return _list_problems(obj, label)
     if not isinstance(name, str):
         return [f"{label}: no `object` key"]
-    cls = resource_class(name)
+    event_type = obj.get("type")
+    cls = resource_class(name, event_type if isinstance(event_type, str) else None)
     if cls is None:
         return [f"{label}: object type {name!r} has no SDK class"]
     if obj.get("deleted") is True:
@@ -174,11 +182,12 @@ def _value_problems(value: Any, nested: type[StripeObject] | None, label: str) -
         return out
     if not isinstance(value, dict):
         return []
+    if nested is not None:
+        # A nested class of the parent's (`Event.Data`, whose `object` key is the payload).
+        return _fields_problems(value, nested, label)
     if "object" in value:
         # An expanded or embedded object is checked against its own class.
         return object_problems(value, label)
-    if nested is not None:
-        return _fields_problems(value, nested, label)
     # A free-form hash (metadata, previous_attributes): nothing declared to check against.
     return []
 

@@ -74,7 +74,9 @@ class Charge:
 
 
 @dataclass
-class Refund:
+class OnCharge:
+    """What a refund and a dispute share: an amount taken back from one charge."""
+
     id: str
     created: int
     seq: int
@@ -82,20 +84,17 @@ class Refund:
     currency: str
     charge: str
     payment_intent: str
+
+
+@dataclass
+class Refund(OnCharge):
     reason: str | None
     metadata: dict[str, str] = field(default_factory=dict)
     status: str = "succeeded"
 
 
 @dataclass
-class Dispute:
-    id: str
-    created: int
-    seq: int
-    amount: int
-    currency: str
-    charge: str
-    payment_intent: str
+class Dispute(OnCharge):
     reason: str
     # warning_needs_response | warning_under_review | warning_closed | needs_response |
     # under_review | won | lost

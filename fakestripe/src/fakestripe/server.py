@@ -34,6 +34,7 @@ from .client import FakeStripeControl
 from .clock import Settings
 from .core import Core
 from .lifecycle import Lifecycle
+from .shape_log import ShapeLog
 from .webhooks import EndpointFaults, Webhooks, is_live_key
 
 DEFAULT_API_KEY = "sk_test_fake"
@@ -55,8 +56,11 @@ class FakeStripe:
         seed: int | None = None,
         tick_interval_s: float = 0.2,
         max_deliveries_in_flight: int = 32,
+        check_shapes: bool = False,
     ) -> None:
         self.core = Core(settings, seed)
+        # Every answer and webhook payload checked against stripe-python's classes (shape_log.py).
+        self.core.shape_log = ShapeLog() if check_shapes else None
         self.lifecycle = Lifecycle(self.core)
         # Webhook retries follow the keys' mode: live only when every key is a live one.
         livemode = bool(api_keys) and all(is_live_key(k) for k in api_keys)

@@ -3,8 +3,9 @@
 As of API version basil the billing period lives on subscription items
 (`items.data[].current_period_start/end`), not on the subscription, and an invoice names its
 subscription at `parent.subscription_details.subscription` (`parent.type =
-"subscription_details"`). The top-level invoice key `subscription` is still listed in Stripe's
-fixtures3.json, so it is present here but always `null`: read `parent` instead.
+"subscription_details"`). The top-level invoice key `subscription` is gone: stripe-python
+16.1.0's `Invoice` no longer declares it (https://docs.stripe.com/changelog/basil), so it is
+not rendered; read `parent` instead.
 """
 
 from __future__ import annotations
@@ -270,7 +271,6 @@ def invoice(store: Store, inv: Invoice) -> JSON:
             "paid_at": inv.paid_at,
             "voided_at": inv.voided_at,
         },
-        "subscription": None,
         "subtotal": due,
         "subtotal_excluding_tax": due,
         "test_clock": inv.test_clock,

@@ -224,6 +224,7 @@ def dispute(store: Store, dp: Dispute) -> JSON:
             "card": {
                 "brand": _card_details(store, ch.payment_method if ch else None)["brand"],
                 "case_type": "inquiry" if dp.is_inquiry else "chargeback",
+                "network": _card_details(store, ch.payment_method if ch else None)["network"],
                 "network_reason_code": "10.4",
             },
             "type": "card",

@@ -362,6 +362,8 @@ class Webhooks:
                 if endpoint is None:
                     return
                 payload = event.thin_json() if state.thin else event.to_json()
+                if self.core.shape_log is not None:
+                    self.core.shape_log.check(f"webhook {event.type}", payload)
                 body = orjson.dumps(payload, option=orjson.OPT_INDENT_2)
                 now = time.time()
                 headers = {
