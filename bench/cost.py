@@ -1,11 +1,12 @@
 """Benchmark: how the cost of running entitled grows with the number of customers.
 
-    python -m bench cost [--customers 1000,10000] [--short]
+    python -m bench cost [--customers 1000,10000] [--short]   (--short: 200 customers)
 
 For each size, on a fresh deployment (`bench/deployment.py`: its own Redis and database, the
 fake Stripe, the real ingest, two real workers), the customers are seeded the way the workers
 benchmark seeds them (bench/workers.py: one Checkout purchase each, its ~11 webhooks through
-ingest, the syncs by the workers) with the rate limit lifted (setup). Then, in this order:
+ingest, the syncs by the workers) with the rate limit lifted (setup), in chunks of SEED_CHUNK
+purchases. Then, in this order:
 
 - **Redis bytes per customer**: `INFO memory used_memory` after seeding minus before, over the
   customers; and `MEMORY USAGE` of each key family of shared/coordination/keys.py (a sample of
