@@ -54,7 +54,6 @@ from worker import catalog
 
 FULL = (1000, 10_000)
 SHORT = (200,)
-SMOKE = (20,)
 # Setup: as bench/sweep.py's warm setup, no practical limit.
 SETUP_ENV = {"STRIPE_RATE_LIMIT": str(sweep.SETUP_RATE_LIMIT), "STRIPE_ENDPOINT_RATE_LIMIT": str(sweep.SETUP_RATE_LIMIT)}
 SAMPLE = 200
