@@ -62,7 +62,7 @@ async def test_scenario_3_renewal_webhooks_arrive_late(stack_factory: Any, thin:
     The delay is set as soon as the subscription exists: the fake fixes a delivery's time when
     its event happens, so the purchase's events (already scheduled) still come at once, and only
     the renewal's are late. Setting it after the purchase settled raced the trial end: on a busy
-    machine the setup outlasted the 6 s head start (thin runs most often), the renewal's webhooks
+    machine the setup outlasted the 6 s head start, the renewal's webhooks
     came on time and nothing was late."""
     async with stack_factory(workers=2, worker_env=GRACE, thin=thin,
                              fake_settings=FakeSettings(invoice_finalize_delay_s=2)) as stack:
