@@ -22,6 +22,9 @@ from tests.support.stack import DAY, Stack
 
 GRACE = {"RENEWAL_GRACE": "10s", "COALESCE_WINDOW": "0.3"}
 
+# Snapshot events, or thin deliveries (`v1.`-prefixed `v2.core.event` notifications).
+BOTH_MODES = pytest.mark.parametrize("thin", [False, True], ids=["snapshot", "thin"])
+
 
 async def sample_until(stack: Stack, customer: str, until: float) -> list[tuple[float, set[str]]]:
     """Read the view every 100 ms until `until` (wall clock)."""
@@ -54,7 +57,7 @@ async def test_scenario_3_renewal_webhooks_never_come(stack_factory: Any) -> Non
         assert len(await stack.messages(cus)) == 1
 
 
-@pytest.mark.parametrize("thin", [False, True], ids=["snapshot", "thin"])
+@BOTH_MODES
 async def test_scenario_3_renewal_webhooks_arrive_late(stack_factory: Any, thin: bool) -> None:
     """The renewal's webhooks arrive after the re-check already found the renewal: no gap, and
     the late events change nothing (no second message).
@@ -89,10 +92,11 @@ async def test_scenario_3_renewal_webhooks_arrive_late(stack_factory: Any, thin:
         assert len(await stack.messages(cus)) == 1
 
 
-async def test_access_ends_on_time_without_any_webhook(stack_factory: Any) -> None:
+@BOTH_MODES
+async def test_access_ends_on_time_without_any_webhook(stack_factory: Any, thin: bool) -> None:
     """A trial without a card that Stripe cancels at its end, and every webhook lost: the
     re-check just after the trial end removes access and tells everyone."""
-    async with stack_factory(workers=2, worker_env=GRACE) as stack:
+    async with stack_factory(thin=thin, workers=2, worker_env=GRACE) as stack:
         _, price = await stack.product("Pro", ["pro"])
         cus = await stack.customer(card=None, metadata={"user_id": "u_end"})
         trial_end = int(time.time()) + 5
@@ -114,10 +118,11 @@ CATALOG_POLL_ONLY = {"RECONCILE_CATALOG_EVERY": "2s", "RECONCILE_EVENTS_EVERY": 
                      "STRIPE_ENTITLEMENTS_AUDIT": "0"}
 
 
-async def test_scenario_8_feature_attached_and_removed(stack_factory: Any) -> None:
+@BOTH_MODES
+async def test_scenario_8_feature_attached_and_removed(stack_factory: Any, thin: bool) -> None:
     """A feature attached to or removed from a product: its subscribers' sets follow, found by
     the catalog poll alone (Stripe fires no event for it; here no webhook arrives at all)."""
-    async with stack_factory(workers=2, worker_env=CATALOG_POLL_ONLY) as stack:
+    async with stack_factory(thin=thin, workers=2, worker_env=CATALOG_POLL_ONLY) as stack:
         product, price = await stack.product("Pro", ["pro"])
         customers = []
         for n in range(3):
@@ -145,7 +150,7 @@ async def test_scenario_8_feature_attached_and_removed(stack_factory: Any) -> No
             ]
 
 
-@pytest.mark.parametrize("thin", [False, True], ids=["snapshot", "thin"])
+@BOTH_MODES
 async def test_scenario_8_metadata_features(stack_factory: Any, thin: bool) -> None:
     """An account without Product Features: metadata.features on the product; a product.updated
     event (thin: `v1.product.updated`) refreshes the catalog and resyncs its subscribers."""
@@ -212,22 +217,24 @@ async def _assert_matches(stack: Stack, expected: dict[str, set[str]], timeout_s
             assert await stack.user_of(cus) == f"u_{i}_new"
 
 
-async def test_scenario_9_outage_recovered_by_the_events_poller(stack_factory: Any) -> None:
+@BOTH_MODES
+async def test_scenario_9_outage_recovered_by_the_events_poller(stack_factory: Any, thin: bool) -> None:
     """Webhooks missed entirely for an hour of fake time while 50 customers change: the Events
     API poller brings every customer back to what Stripe says, without any webhook."""
     env = {"RECONCILE_EVENTS_EVERY": "5s", "RECONCILE_SWEEP_EVERY": "1d"}
-    async with stack_factory(workers=2, worker_env=env) as stack:
+    async with stack_factory(thin=thin, workers=2, worker_env=env) as stack:
         expected = await _outage(stack, 50)
         await _assert_matches(stack, expected, timeout_s=120)
         sources = {r["source"] for r in await stack.pool.fetch("SELECT DISTINCT source FROM event_ledger")}
         assert "events_api" in sources
 
 
-async def test_scenario_9_outage_recovered_by_the_sweep(stack_factory: Any) -> None:
+@BOTH_MODES
+async def test_scenario_9_outage_recovered_by_the_sweep(stack_factory: Any, thin: bool) -> None:
     """The same outage with the Events API poller off: the full sweep, keyed by customer, finds
     every customer that differs and resyncs it."""
     env = {"RECONCILE_EVENTS_EVERY": "1d", "RECONCILE_SWEEP_EVERY": "10s"}
-    async with stack_factory(workers=2, worker_env=env) as stack:
+    async with stack_factory(thin=thin, workers=2, worker_env=env) as stack:
         expected = await _outage(stack, 50)
         await _assert_matches(stack, expected, timeout_s=120)
         reasons = Counter(m.reason for m in await stack.messages())
@@ -248,12 +255,13 @@ async def test_each_cron_job_runs_once_per_schedule_with_three_workers(stack_fac
     assert set(runs.values()) == {1}, f"a slot ran twice: {runs}"
 
 
-async def test_sweep_sees_customers_on_test_clocks(stack_factory: Any) -> None:
+@BOTH_MODES
+async def test_sweep_sees_customers_on_test_clocks(stack_factory: Any, thin: bool) -> None:
     """Stripe's lists leave out test-clock objects unless asked per clock: the sweep asks for
     each clock we know, so it neither resyncs unchanged clock customers every time nor misses
     one whose webhooks were lost."""
     env = {"RECONCILE_EVENTS_EVERY": "1d", "RECONCILE_SWEEP_EVERY": "5s"}
-    async with stack_factory(workers=1, worker_env=env) as stack:
+    async with stack_factory(thin=thin, workers=1, worker_env=env) as stack:
         _, price = await stack.product("Pro", ["pro"])
         clock, _ = await stack.clock()
         cus = await stack.customer(clock=clock, metadata={"user_id": "u_clock"})
