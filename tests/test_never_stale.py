@@ -1,8 +1,11 @@
 """Never stale (docs/contract.md §9, scenarios 3, 8, 9): access is right when webhooks come late, are
 lost, or never come — re-checks, reconciliation and catalog changes, end to end.
 
-Scenario 3's late webhooks and scenario 8's `product.updated` family also run with thin
-deliveries (`v1.`-prefixed `v2.core.event` notifications).
+Every test whose stack receives webhooks also runs with thin deliveries (`v1.`-prefixed
+`v2.core.event` notifications), each thin case costing about what its snapshot case does
+(7-23 s), but for: the lost renewal (22 s on the wall clock; the late renewal and the trial
+that ends without any webhook are the re-check family's thin representatives), and the cron
+and cursor tests, which receive no webhook at all.
 
 The re-check tests run on the wall clock (the fake's global clock follows it) with short
 graces, so that real seconds pass between a trial end and the re-check that finds it.
@@ -37,7 +40,9 @@ async def sample_until(stack: Stack, customer: str, until: float) -> list[tuple[
 
 async def test_scenario_3_renewal_webhooks_never_come(stack_factory: Any) -> None:
     """The renewal's webhooks are all lost: access does not lapse at the period end, because the
-    re-check before `valid_until` finds the renewed period; access never flickers off."""
+    re-check before `valid_until` finds the renewed period; access never flickers off.
+    Snapshot events only: its timeline is 22 s of wall clock, and the late renewal's thin run
+    covers the same re-check."""
     async with stack_factory(workers=2, worker_env=GRACE,
                              fake_settings=FakeSettings(invoice_finalize_delay_s=2)) as stack:
         _, price = await stack.product("Pro", ["pro"])
