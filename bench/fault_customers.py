@@ -48,6 +48,9 @@ class Catalog:
     features: dict[str, str]  # lookup key -> feature id
     # seats: a product with `metadata.entitled_limits` (docs/contract.md §5.2)
     team: str = ""
+    # one-time prices (docs/contract.md §5.1): a lifetime deal, and a 30-day pass
+    lifetime: str = ""
+    pass30: str = ""
 
 
 async def make_catalog(client: stripe.StripeClient) -> Catalog:
@@ -73,7 +76,18 @@ async def make_catalog(client: stripe.StripeClient) -> Catalog:
     _, addon = await product("Addon", ["addon"])
     _, legacy = await product("Legacy", [], metadata_features="legacy, reports")
     _, team = await product("Team", ["team"], limits="projects=5,api_calls=1000")
-    return Catalog(basic, pro, addon, legacy, pro_product, features, team)
+
+    async def one_time(name: str, key: str, metadata: dict[str, str]) -> str:
+        created = await client.v1.entitlements.features.create_async({"name": key.title(), "lookup_key": key})
+        prod = await client.v1.products.create_async({"name": name})
+        await client.v1.products.features.create_async(prod.id, {"entitlement_feature": created.id})
+        price = await client.v1.prices.create_async(
+            {"product": prod.id, "unit_amount": 9900, "currency": "usd", "metadata": metadata})
+        return price.id
+
+    lifetime = await one_time("Lifetime", "lifetime", {})
+    pass30 = await one_time("Pass", "pass", {"entitled_duration": "30d"})
+    return Catalog(basic, pro, addon, legacy, pro_product, features, team, lifetime, pass30)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 import stripe
 
+from bench import fault_purchases
 from bench.fault_customers import CARD, DAY, FAILING_CARD, HOUR, MONTH, Customer, Script, World
 
 Kind = Callable[[Script], Awaitable[None]]
@@ -286,7 +287,13 @@ KINDS: dict[str, tuple[Kind, int, int]] = {
     "wall_dunning": (wall_dunning, 3, 3),
     "wall_cancel_at": (wall_cancel_at, 3, 2),
     "wall_plan_changes": (wall_plan_changes, 4, 4),
+    # one-time purchases, refunds and disputes (bench/fault_purchases.py), on the wall clock
+    "guest_purchase": (fault_purchases.guest_purchase, 10, 3),
+    "customer_purchase": (fault_purchases.customer_purchase, 10, 3),
 }
+# Kinds outside the wall share that still need no test clock (a guest purchase has no Customer
+# to put on one).
+NO_CLOCK = frozenset({"guest_purchase", "customer_purchase"})
 
 
 class Driver:
@@ -312,7 +319,7 @@ class Driver:
         script_fn, _, steps = KINDS[kind]
         script = Script(self.world, customer, rng, end_at, steps)
         try:
-            if not kind.startswith("wall_"):
+            if not kind.startswith("wall_") and kind not in NO_CLOCK:
                 await script.new_clock()
             await script_fn(script)
         except (stripe.StripeError, TimeoutError) as exc:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from fakestripe.store import Store
 from fakestripe.store import Subscription as FakeSubscription
 
+from bench.fault_purchases import purchases_of
 from fakestripe import FakeStripe, shapes, shapes_billing
 from shared.access import (
     Access,
@@ -129,13 +130,18 @@ class Oracle:
                 return None
             clock_now = clock.frozen_time
         customer = parse_customer(shapes.customer(raw)) if raw is not None else None
+        purchases, charges = purchases_of(store, cid)
+        guest = store.sessions.get(cid) if cid.startswith("cs_") else None
         facts = CustomerFacts(
             customer_id=cid,
             customer=customer,
             subscriptions=tuple(_subscription(store, s) for s in subs),
-            checkout_user_id=_checkout_user(store, cid),
+            checkout_user_id=(guest.client_reference_id if guest is not None else _checkout_user(store, cid)),
             stripe_features=frozenset(),
             clock_now=clock_now,
+            purchases=purchases,
+            charges=charges,
+            payments_read=True,
         )
         now = clock_now if clock_now is not None else wall
         known_user = None

@@ -83,6 +83,12 @@ class FaultConfig:
     events_every_s: int = 10
     sample_every_s: float = 1.0
     keep_dir: bool = False
+    # DISPUTE_POLICY (docs/contract.md §3); "" = by seed: `keep` for every third run, else `revoke`
+    dispute_policy: str = ""
+
+    @property
+    def disputes(self) -> str:
+        return self.dispute_policy or ("keep" if self.seed % 3 == 0 else "revoke")
 
     @classmethod
     def short(cls, **overrides: object) -> FaultConfig:
@@ -117,7 +123,8 @@ class Run:
         self.keys = Keys()
         self.rng = random.Random(config.seed)
         self.policy = PolicyConfig(renewal_grace_s=int(parse_duration_s(config.renewal_grace)),
-                                   past_due_grace_s=int(parse_duration_s(config.past_due_grace)))
+                                   past_due_grace_s=int(parse_duration_s(config.past_due_grace)),
+                                   revoke_disputed=config.disputes == "revoke")
         self.watch = GrantWatch()
         self.stop_chaos = asyncio.Event()
         self.sampling = True
@@ -176,6 +183,7 @@ class Run:
             "STRIPE_ENDPOINT_RATE_LIMIT": "300",
             "RENEWAL_GRACE": cfg.renewal_grace,
             "PAST_DUE_GRACE": cfg.past_due_grace,
+            "DISPUTE_POLICY": cfg.disputes,
             "RECONCILE_EVENTS_EVERY": f"{cfg.events_every_s}s",
             # Stripe fires no event when a product's features change: the catalog poll finds it,
             # on the poller's schedule so that the convergence wait covers both.
@@ -251,7 +259,8 @@ class Run:
             asyncio.create_task(self._kill_workers(t0 + 0.85 * span)),
             asyncio.create_task(self._timeline(world, t0, span)),
         ]
-        _say(f"{cfg.customers} customers over {span:.0f} s, {cfg.workers} workers, faults on")
+        _say(f"{cfg.customers} customers over {span:.0f} s, {cfg.workers} workers, "
+             f"DISPUTE_POLICY={cfg.disputes}, faults on")
         _, pending = await asyncio.wait(customers, timeout=span + 120)
         for task in pending:
             task.cancel()
@@ -498,10 +507,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--grant-bound", type=float, help="seconds a wrongful grant may last (default 60)")
     parser.add_argument("--keep", action="store_true", help="keep logs and data even when the run passes")
     parser.add_argument("--no-record", action="store_true", help="do not append to docs/reliability.md")
+    parser.add_argument("--dispute-policy", choices=["revoke", "keep"],
+                        help="DISPUTE_POLICY of the run (default: keep for every third seed, else revoke)")
     args = parser.parse_args(argv)
     overrides: dict[str, object] = {"seed": args.seed, "keep_dir": args.keep}
     for name, value in (("customers", args.customers), ("seconds", args.seconds), ("workers", args.workers),
-                        ("grant_bound_s", args.grant_bound)):
+                        ("grant_bound_s", args.grant_bound), ("dispute_policy", args.dispute_policy)):
         if value is not None:
             overrides[name] = value
     config = FaultConfig.short(**overrides) if args.short else FaultConfig(**overrides)  # type: ignore[arg-type]

@@ -94,6 +94,7 @@ def policy_config(settings: Settings) -> PolicyConfig:
     return PolicyConfig(
         renewal_grace_s=settings.renewal_grace.whole_s,
         past_due_grace_s=settings.past_due_grace.whole_s,
+        revoke_disputed=settings.dispute_policy == "revoke",
     )
 
 

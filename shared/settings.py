@@ -136,6 +136,9 @@ class Settings(BaseSettings):
     renewal_grace: DurationSetting = Duration(86400.0)
     past_due_grace: DurationSetting = Duration(7 * 86400.0)
     stripe_rate_limit: float = 20.0
+    # revoke: a payment under an open dispute grants nothing; keep: disputes change nothing
+    # (docs/contract.md §5.1).
+    dispute_policy: str = "revoke"
     # name -> secret; the `api` process refuses to start without one (`load(need_api_tokens=True)`)
     api_tokens: ApiTokens = {}
     api_port: int = 8081
@@ -255,6 +258,13 @@ class Settings(BaseSettings):
             return None
         if not v.startswith(("sk_", "rk_")):
             raise ValueError("must be a secret (sk_...) or restricted (rk_...) key")
+        return v
+
+    @field_validator("dispute_policy")
+    @classmethod
+    def _dispute_policy(cls, v: str) -> str:
+        if v not in ("revoke", "keep"):
+            raise ValueError("must be revoke or keep")
         return v
 
     @field_validator("log_format")

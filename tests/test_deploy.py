@@ -12,8 +12,8 @@ import yaml
 from shared.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-# docs/contract.md §3's variable that this release does not read yet (listed all the same).
-CONTRACT_ONLY = {"DISPUTE_POLICY"}
+# docs/contract.md §3's variables that this release does not read yet (listed all the same).
+CONTRACT_ONLY: set[str] = set()
 
 
 def env_example_names() -> set[str]:

@@ -41,6 +41,27 @@ def test_a_customer_without_subscriptions() -> None:
     assert explain.sentences(decide(facts(), {}, NOW, CONFIG))[0] == "no subscriptions: nothing is granted"
 
 
+def test_purchases_say_for_ever_and_why_they_grant_nothing() -> None:
+    """docs/contract.md §5.1 and §5.3: a paid lifetime purchase grants for ever; a refunded one
+    and a disputed one each name their row (the dispute by id)."""
+    from shared.access import Charge, Dispute, LineItem, Purchase
+
+    def bought(sid: str, charge: Charge) -> Purchase:
+        return Purchase(sid, "paid", charge.payment_intent, NOW, (LineItem(f"li_{sid}", "price_1", "prod_1", 1, None),),
+                        charge)
+
+    paid = bought("cs_a", Charge("ch_a", "pi_a", NOW - DAY, True, False))
+    refunded = bought("cs_b", Charge("ch_b", "pi_b", NOW - DAY, True, True))
+    disputed = bought("cs_c", Charge("ch_c", "pi_c", NOW - DAY, True, False, (Dispute("dp_1", "needs_response"),)))
+    purchases = CustomerFacts("cs_a", None, (), "u_9", frozenset(), purchases=(paid, refunded, disputed))
+    lines = explain.sentences(decide(purchases, {"prod_1": frozenset({"lifetime"})}, NOW, CONFIG))
+    assert lines[0] == (f"one-time purchase cs_a, paid {explain.when(NOW - DAY)}: li_cs_a (prod_1) grants lifetime "
+                        "for ever [paid one-time purchase: for ever, or metadata.entitled_duration from payment]")
+    assert lines[1] == f"one-time purchase cs_b grants nothing, paid {explain.when(NOW - DAY)}: fully refunded"
+    assert lines[2].endswith("payment under an open dispute (DISPUTE_POLICY=revoke) (dp_1)")
+    assert lines[-1] == "user u_9 (from checkout_session)"
+
+
 def test_quantities_limits_and_refused_metadata_in_words() -> None:
     """docs/contract.md §5.2 and §5.3: a seat count, each limit with its parts, a quantity-0 item
     that grants nothing, and a product whose limits were refused."""

@@ -31,6 +31,8 @@ async def test_short_fault_run_loses_nothing_and_grants_nothing_wrongly() -> Non
     assert report.outages["postgres_down_s"] > 0
     assert report.outages["redis_lost_down_s"] > 0  # Redis killed and back empty
     assert report.driver_errors == {}, "a lifecycle script failed: the run did less than it says"
+    # one-time purchases (docs/contract.md §5.1), refunds and disputes among the lifecycles
+    assert report.actions.get("purchase_guest", 0) + report.actions.get("purchase_customer", 0) > 0
 
     # and nothing was lost or granted wrongly
     assert report.mismatches == [], report.markdown()

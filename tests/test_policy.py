@@ -8,14 +8,17 @@ the contract. The policy is called only through its public entry (`decide`, `jud
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shared.access import (
+    Charge,
     Customer,
     CustomerFacts,
+    Dispute,
     Invoice,
     Item,
     Known,
@@ -23,14 +26,18 @@ from shared.access import (
     PastDue,
     PolicyConfig,
     ProductLimits,
+    Purchase,
+    PurchaseRow,
     Row,
     Subscription,
     decide,
     judged_at,
     metadata_features,
     next_check,
+    parse_charge,
     parse_item,
     parse_limits,
+    parse_purchase,
     parse_subscription,
     product_features,
     user_of,
@@ -527,6 +534,180 @@ def test_pause_collection_on_past_due_keeps_access_as_active() -> None:
     access = decide(facts_of([sub]), PRODUCTS, NOW, CFG)
     assert access.grants["basic"].valid_until == NOW + 21 * DAY
     assert access.grants["basic"].row is Row.PAUSE_COLLECTION
+
+
+# --- One-time purchases, refunds and disputes (docs/contract.md §5.1) -------------------------
+DISPUTE_STATUSES = ["warning_needs_response", "warning_under_review", "warning_closed",
+                    "needs_response", "under_review", "won", "lost"]
+DURATIONS = [None, "30d", "365d", "12h", "bogus"]
+FOREVER_UNTIL = 253402300799  # docs/contract.md §7: `infinity`
+
+
+@st.composite
+def raw_purchases(draw: st.DrawFn, n: int) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A payment-mode session, its line items (price expanded with its product) and charges,
+    shaped as Stripe sends them."""
+    pi = f"pi_{n}"
+    session = {"id": f"cs_test_{n}", "object": "checkout.session", "mode": "payment", "status": "complete",
+               "payment_status": draw(st.sampled_from(["paid", "paid", "unpaid", "no_payment_required"])),
+               "payment_intent": pi, "created": draw(times), "client_reference_id": f"u_{n}"}
+    items = []
+    for i in range(draw(st.integers(1, 2))):
+        price_d, product_d = draw(st.sampled_from(DURATIONS)), draw(st.sampled_from(DURATIONS))
+        product = {"id": draw(st.sampled_from(sorted(PRODUCTS))), "object": "product",
+                   "metadata": {} if product_d is None else {"entitled_duration": product_d}}
+        items.append({"id": f"li_{n}_{i}", "object": "item", "quantity": draw(st.sampled_from([None, 0, 1, 5])),
+                      "price": {"id": f"price_{n}_{i}", "object": "price", "product": product,
+                                "metadata": {} if price_d is None else {"entitled_duration": price_d}}})
+    charges = []
+    if draw(st.booleans()) or session["payment_status"] == "paid":
+        charges.append({"id": f"ch_{n}", "object": "charge", "payment_intent": pi, "status": "succeeded",
+                        "created": draw(times), "refunded": draw(st.booleans()), "amount_refunded": 0,
+                        "disputes": [{"id": f"dp_{n}_{k}", "object": "dispute", "status": s}
+                                     for k, s in enumerate(draw(st.lists(st.sampled_from(DISPUTE_STATUSES),
+                                                                         max_size=2)))]})
+    return session, items, charges
+
+
+def _purchase(raw: tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]) -> Purchase:
+    session, items, charges = raw
+    return parse_purchase(session, items, [parse_charge(c, c["disputes"]) for c in charges])
+
+
+@dataclass(frozen=True)
+class PurchaseOracle:
+    """docs/contract.md §5.1, restated from its sentences over the raw Stripe shapes."""
+
+    revoke: bool
+
+    @staticmethod
+    def duration(metadata: dict[str, Any]) -> int | None:
+        value = metadata.get("entitled_duration")
+        units = {"d": DAY, "h": 3600}
+        if isinstance(value, str) and value[:-1].isdigit() and value[-1] in units:
+            return int(value[:-1]) * units[value[-1]]
+        return None
+
+    def features(self, raws: list[Any], now: int) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for session, items, charges in raws:
+            # "whose payment_status is paid ... grants the features of the products in its line items"
+            if session["payment_status"] != "paid":
+                continue
+            charge = next((c for c in charges if c["status"] == "succeeded"), None)
+            # "stops granting when its payment is fully refunded (the charge's refunded)"
+            if charge is not None and charge["refunded"]:
+                continue
+            # "under DISPUTE_POLICY=revoke, while a dispute on it is open ... lost ends it;
+            # an inquiry, warning_*, is not a dispute"
+            statuses = {d["status"] for d in charge["disputes"]} if charge else set()
+            if self.revoke and statuses & {"needs_response", "under_review", "lost"}:
+                continue
+            # "The moment it was paid is the successful charge's created"
+            paid_at = charge["created"] if charge else session["created"]
+            for item in items:
+                if item["quantity"] == 0:  # docs/contract.md §5.2: quantity 0 grants nothing
+                    continue
+                price = item["price"]
+                # "the duration set by metadata.entitled_duration on the price, else on the product"
+                d = self.duration(price["metadata"])
+                d = self.duration(price["product"]["metadata"]) if d is None else d
+                until = FOREVER_UNTIL if d is None else paid_at + d
+                if until <= now:
+                    continue
+                for feature in PRODUCTS[price["product"]["id"]]:
+                    out[feature] = max(out.get(feature, until), until)
+        return out
+
+
+def guest_facts(purchases: list[Purchase], subs: list[Subscription] = (), charges: tuple[Charge, ...] = (),  # type: ignore[assignment]
+                customer: str = "cus_1") -> CustomerFacts:
+    real = None if customer.startswith("cs_") else Customer(customer)
+    return CustomerFacts(customer, real, tuple(subs), None, frozenset(), purchases=tuple(purchases),
+                         charges=charges)
+
+
+@given(data=st.data(), revoke=st.booleans(), now=times, guest=st.booleans())
+def test_purchases_grant_as_the_contract_says(data: st.DataObject, revoke: bool, now: int, guest: bool) -> None:
+    """Paid, refunded (full or partial), disputed (open, won, lost, inquiries), durations on the
+    price or the product, for ever: the features and valid_until are the oracle's, for a guest
+    (`cs_...`) as for a customer."""
+    raws = [data.draw(raw_purchases(n)) for n in range(data.draw(st.integers(1, 3)))]
+    cfg = replace(CFG, revoke_disputed=revoke)
+    facts = guest_facts([_purchase(r) for r in raws], customer="cs_test_0" if guest else "cus_1")
+    access = decide(facts, PRODUCTS, now, cfg)
+    assert not access.customer_gone
+    assert {f: g.valid_until for f, g in access.grants.items()} == PurchaseOracle(revoke).features(raws, now)
+    for grant in access.grants.values():
+        assert grant.row is PurchaseRow.PAID
+        assert grant.subscription_id.startswith("cs_test_")
+    if all(g.valid_until == FOREVER_UNTIL for g in access.grants.values()):
+        assert access.next_check is None or access.next_check < FOREVER_UNTIL - DAY
+
+
+@given(data=st.data(), now=times)
+def test_each_purchase_verdict_names_its_row(data: st.DataObject, now: int) -> None:
+    """docs/contract.md §5.3: a purchase that grants nothing says which §5.1 row withholds it."""
+    raw = data.draw(raw_purchases(0))
+    verdict = decide(guest_facts([_purchase(raw)], customer="cs_test_0"), PRODUCTS, now, CFG).purchases[0]
+    session, _, charges = raw
+    charge = charges[0] if charges else None
+    statuses = {d["status"] for d in charge["disputes"]} if charge else set()
+    expected = (PurchaseRow.UNPAID if session["payment_status"] != "paid"
+                else PurchaseRow.REFUNDED if charge and charge["refunded"]
+                else PurchaseRow.DISPUTE_LOST if "lost" in statuses
+                else PurchaseRow.DISPUTED if statuses & {"needs_response", "under_review"}
+                else PurchaseRow.PAID)
+    assert verdict.row is expected
+
+
+@given(subs=st.lists(subscriptions(), min_size=1, max_size=3).map(numbered), cfg=configs, now=times,
+       revoke=st.booleans(), status=st.sampled_from(DISPUTE_STATUSES), data=st.data())
+def test_a_disputed_subscription_invoice_suspends_the_subscription(
+    subs: list[Subscription], cfg: PolicyConfig, now: int, revoke: bool, status: str, data: st.DataObject
+) -> None:
+    """'Under DISPUTE_POLICY=revoke a subscription whose latest paid invoice's charge is under an
+    open dispute grants nothing until the dispute closes won'; keep changes nothing."""
+    cfg = replace(cfg, revoke_disputed=revoke)
+    disputed = data.draw(st.sampled_from([s.id for s in subs]))
+    subs = [replace(s, paid_payment_intent=f"pi_{s.id}") for s in subs]
+    charge = Charge(f"ch_{disputed}", f"pi_{disputed}", NOW, True, False, (Dispute("dp_1", status),))
+    access = decide(guest_facts([], subs, (charge,)), PRODUCTS, now, cfg)
+    suspends = revoke and status in ("needs_response", "under_review", "lost")
+    others = [s for s in subs if s.id != disputed or not suspends]
+    assert {f: g.valid_until for f, g in access.grants.items()} == Oracle(cfg).features(others, Known(), now)
+
+
+def test_a_partial_refund_changes_nothing_and_a_full_one_ends_the_grant() -> None:
+    """docs/contract.md §5.1: only the charge's `refunded` (the whole amount) ends a purchase."""
+    session = {"id": "cs_test_1", "mode": "payment", "status": "complete", "payment_status": "paid",
+               "payment_intent": "pi_1", "created": NOW}
+    items = [{"id": "li_1", "quantity": 1, "price": {"id": "price_1", "product": "prod_pro", "metadata": {}}}]
+    partial = parse_charge({"id": "ch_1", "payment_intent": "pi_1", "status": "succeeded", "created": NOW,
+                            "refunded": False, "amount_refunded": 500})
+    full = replace(partial, refunded=True)
+    kept = decide(guest_facts([parse_purchase(session, items, [partial])], customer="cs_test_1"), PRODUCTS, NOW, CFG)
+    assert kept.features == {"basic", "pro", "export"}
+    assert kept.grants["pro"].valid_until == FOREVER_UNTIL
+    gone = decide(guest_facts([parse_purchase(session, items, [full])], customer="cs_test_1"), PRODUCTS, NOW, CFG)
+    assert gone.grants == {}
+    assert gone.purchases[0].row is PurchaseRow.REFUNDED
+
+
+@given(subs=st.lists(subscriptions(), max_size=3).map(numbered), cfg=configs, now=times, revoke=st.booleans(),
+       data=st.data())
+def test_subscriptions_and_purchases_make_one_union(
+    subs: list[Subscription], cfg: PolicyConfig, now: int, revoke: bool, data: st.DataObject
+) -> None:
+    """A customer with subscriptions and purchases: each feature granted by either, until the
+    later of the two (a purchase for ever outlasts any period)."""
+    cfg = replace(cfg, revoke_disputed=revoke)
+    raws = [data.draw(raw_purchases(n)) for n in range(data.draw(st.integers(0, 2)))]
+    access = decide(guest_facts([_purchase(r) for r in raws], subs), PRODUCTS, now, cfg)
+    expected = Oracle(cfg).features(subs, Known(), now)
+    for feature, until in PurchaseOracle(revoke).features(raws, now).items():
+        expected[feature] = max(expected.get(feature, until), until)
+    assert {f: g.valid_until for f, g in access.grants.items()} == expected
 
 
 # docs/contract.md §5.2: quantities and limits.

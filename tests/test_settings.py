@@ -14,7 +14,7 @@ from shared.settings import SettingsError, load, parse_duration_s
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
     for name in list(os.environ):
-        if name.startswith(("STRIPE_", "DATABASE_", "REDIS_", "RENEWAL_", "PAST_DUE_", "PORT")):
+        if name.startswith(("STRIPE_", "DATABASE_", "REDIS_", "RENEWAL_", "PAST_DUE_", "PORT", "DISPUTE_")):
             monkeypatch.delenv(name)
     monkeypatch.chdir(str(tmp_path))  # no stray .env
 
@@ -49,6 +49,13 @@ def test_defaults() -> None:
     assert s.renewal_grace.s == 86400
     assert s.past_due_grace.s == 7 * 86400
     assert s.stripe_rate_limit == 20
+    assert s.dispute_policy == "revoke"
+
+
+def test_dispute_policy_keep(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DISPUTE_POLICY accepts revoke and keep (docs/contract.md §3)."""
+    monkeypatch.setenv("DISPUTE_POLICY", "keep")
+    assert load().dispute_policy == "keep"
 
 
 def test_secrets_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,6 +74,7 @@ def test_secrets_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:
         ("STRIPE_API_KEY", "pk_test_publishable"),
         ("DATABASE_URL", "mysql://x"),
         ("REDIS_URL", "http://x"),
+        ("DISPUTE_POLICY", "forgive"),
     ],
 )
 def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:

@@ -3,9 +3,10 @@ docs/contract.md §8): a request only when no signed event of the burst already 
 
 from __future__ import annotations
 
-from shared.access import Known
+from shared.access import Access, Grant, Known
 from shared.coordination import AcceptedEvent, Run, Unit
-from worker.sync import checkout_user_plan
+from worker.payments import Plan, plan
+from worker.sync import audited, checkout_user_plan
 
 NEW = Known()
 KNOWN = Known(user_id="u_1", user_id_source="checkout_session")
@@ -35,3 +36,28 @@ def test_the_sessions_are_read_when_nothing_names_the_user() -> None:
 
 def test_a_steady_state_sync_reads_no_session() -> None:
     assert checkout_user_plan(run(SUB), KNOWN) == ("u_1", False)
+
+
+# --- docs/contract.md §5.1: when a sync reads purchases, charges and disputes (worker/payments.py)
+def test_a_plain_subscription_sync_reads_no_payments() -> None:
+    assert plan(run(SUB), KNOWN, sessions_wanted=False) is Plan.NONE
+    assert plan(run(SUB, checkout("u_9")), NEW, sessions_wanted=False) is Plan.NONE
+    # the sessions are listed anyway: what they show decides (no extra request when no purchase)
+    assert plan(run(SUB), NEW, sessions_wanted=True) is Plan.SESSIONS
+
+
+def test_purchases_disputes_and_refunds_read_payments() -> None:
+    bought = AcceptedEvent.now("evt_p", "checkout.session.completed", "webhook", 1, client_reference_id="u",
+                               mode="payment")
+    assert plan(run(bought), KNOWN, sessions_wanted=False) is Plan.FULL
+    for kind in ("charge.refunded", "charge.dispute.created", "v1.charge.dispute.closed",
+                 "checkout.session.async_payment_succeeded"):
+        assert plan(run(AcceptedEvent.now("evt_x", kind, "webhook", 1)), KNOWN, sessions_wanted=False) is Plan.FULL
+    assert plan(run(SUB), Known(reads_payments=True), sessions_wanted=False) is Plan.FULL
+    assert plan(run(reason="purchase"), KNOWN, sessions_wanted=False) is Plan.FULL
+
+
+def test_the_entitlements_audit_leaves_purchases_out() -> None:
+    """Stripe's own entitlements cover subscriptions only: a purchase's feature is no mismatch."""
+    grants = {"pro": Grant("pro", 10, "sub_1"), "lifetime": Grant("lifetime", 10, "cs_test_1")}
+    assert audited(Access(grants=grants, user_id=None, user_id_source=None, next_check=None)) == {"pro"}

@@ -50,6 +50,8 @@ POLL_CONCURRENCY = 16
 # products are dropped by it, so a first sync on one reads it afresh.
 HELD_PRODUCTS_SQL = (
     "SELECT DISTINCT item->>'product' AS product_id FROM subscriptions, jsonb_array_elements(items) AS item",
+    # one-time purchases' products (docs/contract.md §5.1)
+    "SELECT DISTINCT product #>> '{}' AS product_id FROM purchases, jsonb_array_elements(products) AS product",
 )
 
 
@@ -293,11 +295,14 @@ async def products_with_features(pool: asyncpg.Pool, feature_ids: Iterable[str])
 
 
 async def customers_with_products(pool: asyncpg.Pool, product_ids: Iterable[str]) -> list[str]:
-    """Customers with a subscription (any status we keep) on one of these products."""
+    """Customers with a subscription (any status we keep) or a purchase of one of these products."""
     rows = await pool.fetch(
         """
         SELECT DISTINCT customer_id FROM subscriptions, jsonb_array_elements(items) AS item
         WHERE item->>'product' = ANY($1::text[])
+        UNION
+        SELECT DISTINCT customer_id FROM purchases, jsonb_array_elements(products) AS product
+        WHERE product #>> '{}' = ANY($1::text[])
         """,
         list(product_ids),
     )

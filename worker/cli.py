@@ -133,8 +133,9 @@ async def _synced_at(ctx: Services, cid: str) -> datetime | None:
 
 
 async def resync_one(ctx: Services, cid: str) -> None:
-    if not is_stripe_id(cid, prefix="cus_"):
-        raise CliError(f"{cid!r} is not a Stripe customer id (cus_...)")
+    # a guest purchase's customer is its Checkout Session (docs/contract.md §5.1)
+    if not (is_stripe_id(cid, prefix="cus_") or is_stripe_id(cid, prefix="cs_")):
+        raise CliError(f"{cid!r} is not a Stripe customer id (cus_..., or a guest purchase's cs_...)")
     before = datetime.now(UTC)
     await replay.resync(ctx.coordinator, cid)
     await _need_worker(ctx, f"the sync of {cid}")

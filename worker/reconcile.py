@@ -35,6 +35,7 @@ from shared.coordination import (
     route_snapshot,
 )
 from worker import catalog, listing
+from worker.sweep_payments import sweep_payments
 
 log = structlog.get_logger(__name__)
 
@@ -222,17 +223,23 @@ async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]
     seen_subs: set[str] = set()
     # Both lists, each by `created` ranges side by side (worker/listing.py): the shared rate
     # limit sets the pace, not one cursor's round trips (docs/benchmarks.md, "Reconciliation").
-    await asyncio.gather(_list_account(deps, SUBSCRIPTIONS, {"status": "all"}, clocks, floors, oldest, take_subscription),
-                         _list_account(deps, CUSTOMERS, {}, clocks, floors, oldest, take_customer))
+    # and paid one-time sessions and open disputes (worker/sweep_payments.py, docs/contract.md §12)
+    _, _, payments = await asyncio.gather(
+        _list_account(deps, SUBSCRIPTIONS, {"status": "all"}, clocks, floors, oldest, take_subscription),
+        _list_account(deps, CUSTOMERS, {}, clocks, floors, oldest, take_customer),
+        sweep_payments(deps))
     seen = len(seen_subs)
     differing |= {c for c in set(ours) | set(theirs) if ours.get(c, {}) != theirs.get(c, {})}
     # Customers we hold that Stripe no longer lists were deleted.
-    differing |= {c for c, (_, _, deleted) in known.items() if c not in listed and not deleted}
+    # (a guest purchase's `cs_...` is no Stripe Customer: the payment sweep covers it)
+    differing |= {c for c, (_, _, deleted) in known.items()
+                  if c not in listed and not deleted and not c.startswith("cs_")}
 
     # The catalog is the catalog poll's (RECONCILE_CATALOG_EVERY), not the sweep's.
     await _queue_all(deps, differing)
     took = time.monotonic() - started
     result = {"subscriptions": seen, "customers": len(listed), "queued": len(differing), "seconds": int(took),
+              **payments,
               **{f"oldest:{path}": ts for path, ts in oldest.items()}}
     await _save_cursor(deps, "sweep", datetime.now(UTC).isoformat(), result)
     log.info("reconcile.sweep_done", **result)

@@ -16,17 +16,24 @@ from typing import Any
 import asyncpg
 
 from shared import tracing
-from shared.access import Access, CustomerFacts, Known, Subscription
+from shared.access import FOREVER, Access, CustomerFacts, Known, Subscription
 from shared.coordination import AcceptedEvent
 from shared.publishing import AccessChanged, EntitlementRow, LimitRow, diff, history, outbox
+from worker import payments_store
 
 
 class FencedOutError(Exception):
     """A newer run started for this customer; this run's result must not be written."""
 
 
+# asyncpg writes this as Postgres `infinity` (docs/contract.md §7: a purchase granted for ever).
+INFINITY = datetime.max.replace(tzinfo=UTC)
+
+
 def ts(seconds: float | None) -> datetime | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+    if seconds is None:
+        return None
+    return INFINITY if seconds >= FOREVER else datetime.fromtimestamp(seconds, UTC)
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,9 @@ async def load_known(pool: asyncpg.Pool, customer_id: str) -> Known:
             " WHERE customer_id = $1 AND past_due_since IS NOT NULL",
             customer_id,
         )
+        reads_payments = await payments_store.reads_payments(conn, customer_id)
     return Known(
+        reads_payments=reads_payments,
         user_id=customer["user_id"] if customer else None,
         user_id_source=customer["user_id_source"] if customer else None,
         past_due_since={r["subscription_id"]: r["past_due_since"].timestamp() for r in subs},
@@ -133,9 +142,11 @@ async def write(
         change = diff(held, old["user_id"] if old else None, rows, access.user_id,
                       held_limits=held_limits, limits=limits)
 
-        if facts.customer is not None or old is not None or change.after:
+        # a guest purchase (docs/contract.md §5.1) has a row as soon as its session is one
+        if facts.customer is not None or (facts.is_guest and facts.purchases) or old is not None or change.after:
             await _write_customer(conn, facts, access)
         await _write_subscriptions(conn, cid, facts.subscriptions, access.past_due_since)
+        await payments_store.write(conn, facts, access)
         if change.rows_changed:
             await conn.execute("DELETE FROM entitlements WHERE customer_id = $1", cid)
             await conn.executemany(
@@ -206,7 +217,8 @@ async def _write_customer(conn: asyncpg.Connection, facts: CustomerFacts, access
         access.user_id_source,
         customer.email if customer else None,
         facts.livemode,
-        customer is None or customer.deleted,
+        # a guest purchase (docs/contract.md §5.1) has no Stripe Customer and is not deleted
+        customer.deleted if customer else not facts.is_guest,
         customer.test_clock if customer else None,
     )
 

@@ -21,7 +21,7 @@ from shared import tracing
 from shared.access import Access, CustomerFacts, Known, decide, judged_at, ref_id
 from shared.bootstrap import Services
 from shared.coordination import Outcome, Run, Unit, UnitKind
-from worker import catalog, reconcile, store
+from worker import catalog, payments, reconcile, store
 from worker.failures import is_fatal
 
 log = structlog.get_logger(__name__)
@@ -74,7 +74,7 @@ def retry_delay_ms(failures: int) -> int:
 
 def kind_label(unit: Unit) -> str:
     """The `kind` of metrics and log lines: customer, catalog, events, or resolve."""
-    return "resolve" if unit.kind in (UnitKind.SUBSCRIPTION, UnitKind.CHECKOUT) else unit.kind.value
+    return "resolve" if unit.kind in (UnitKind.SUBSCRIPTION, UnitKind.CHECKOUT, UnitKind.CHARGE) else unit.kind.value
 
 
 async def run_unit(deps: Services, wire: str, job_id: str) -> str:
@@ -168,11 +168,14 @@ async def _resolve(deps: Services, run: Run) -> str | None:
     """A payload named a subscription or a Checkout Session but no customer: find the customer
     and hand the events over to it (returned; None when there is none)."""
     unit = run.unit
+    reason = run.reason
     if unit.kind is UnitKind.SUBSCRIPTION:
         obj = await deps.reader.subscription(unit.id)
+        customer = ref_id(obj.get("customer")) if obj else None
     else:
-        obj = await deps.reader.checkout_session(unit.id)
-    customer = ref_id(obj.get("customer")) if obj else None
+        customer, purchase = await payments.resolve(deps.reader, unit)
+        # docs/contract.md §5.1: the customer's run reads its purchases (a success page's sync)
+        reason = "purchase" if purchase else reason
     if customer is None:
         log.info("sync.unresolved", unit=unit.wire)
         await store.record_events(deps.pool, None, run.events, outcome="unresolved")
@@ -181,8 +184,8 @@ async def _resolve(deps: Services, run: Run) -> str | None:
     target = Unit.customer(customer)
     for event in run.events:
         await deps.coordinator.accept(target, event=event, reason=event.type)
-    if not run.events:
-        await deps.coordinator.accept(target, reason=run.reason)
+    if not run.events or reason == "purchase":
+        await deps.coordinator.accept(target, reason=reason)
     SYNCS.labels("resolve", "ok").inc()
     return customer
 
@@ -220,10 +223,15 @@ async def sync_customer(deps: Services, run: Run) -> None:
     fence = await store.bump_fence(deps.pool, cid)
     known = await store.load_known(deps.pool, cid)
     checkout_user, with_checkout = checkout_user_plan(run, known)
-    audit = random.random() < deps.settings.stripe_entitlements_audit
-    facts = await deps.reader.read_customer(cid, with_checkout=with_checkout, with_entitlements=audit)
-    if not with_checkout:
-        facts = replace(facts, checkout_user_id=checkout_user)
+    # Stripe's own entitlements know no guest purchase (no Customer to list them for)
+    audit = random.random() < deps.settings.stripe_entitlements_audit and not payments.is_guest(cid)
+    if payments.is_guest(cid):
+        facts = await payments.read_guest(deps.reader, cid)
+    else:
+        facts = await payments.read_customer(deps.reader, cid, run, known, with_checkout=with_checkout,
+                                             with_entitlements=audit)
+        if not with_checkout:
+            facts = replace(facts, checkout_user_id=checkout_user)
     now, offset = judged_at(facts, time.time())
     entries = await catalog.entries_of(deps.pool, deps.reader, facts.product_ids)
     features_of = {pid: e.features for pid, e in entries.items()}
@@ -231,7 +239,7 @@ async def sync_customer(deps: Services, run: Run) -> None:
 
     access = decide(facts, features_of, now, deps.policy, known=known, limits_of=limits_of)
     event_types = [e.type for e in run.events]
-    if audit and facts.stripe_features != access.features:
+    if audit and facts.stripe_features != audited(access):
         access = await _compare_with_stripe(deps, facts, known, access, features_of, now,
                                             stripe_said_changed=SUMMARY_EVENT in event_types)
 
@@ -247,6 +255,12 @@ async def sync_customer(deps: Services, run: Run) -> None:
     log.info("sync.done", changed=written.changed, version=written.version, features=sorted(access.features),
              user_id=access.user_id, statuses=[s.status for s in facts.subscriptions], events=len(run.events),
              reason=reason, next_check_in_s=None if access.next_check is None else access.next_check - now)
+
+
+def audited(access: Access) -> frozenset[str]:
+    """The features Stripe's own entitlements can know of: those a subscription grants (Stripe's
+    Entitlements cover subscriptions only, not one-time purchases: docs/contract.md §5.1)."""
+    return frozenset(f for f, g in access.grants.items() if not g.subscription_id.startswith("cs_"))
 
 
 async def _compare_with_stripe(
@@ -277,8 +291,8 @@ async def _compare_with_stripe(
         for cid in await catalog.customers_with_products(deps.pool, changed):
             if cid != facts.customer_id:
                 await deps.coordinator.accept(Unit.customer(cid), reason="catalog")
-    more = facts.stripe_features - access.features
-    less = access.features - facts.stripe_features
+    more = facts.stripe_features - audited(access)
+    less = audited(access) - facts.stripe_features
     if more:
         MISMATCHES.labels("stripe_grants_more").inc()
     if less:

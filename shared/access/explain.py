@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from shared.access.policy import Access, LimitGrant, Row, Verdict
+from shared.access.purchase_policy import FOREVER, PurchaseRow, PurchaseVerdict
 
 _PAST_DUE_FROM = {
     "invoice_due_date": "the unpaid invoice's due date",
@@ -23,7 +24,7 @@ _PAST_DUE_FROM = {
 
 def when(seconds: float | None) -> str:
     """`2026-12-08 14:00 UTC`, or `for ever` for a grant without end."""
-    if seconds is None:
+    if seconds is None or seconds >= FOREVER:
         return "for ever"
     try:
         return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -51,10 +52,28 @@ def _verdict(v: Verdict, features_by_item: Mapping[str, list[str]], offset_s: fl
             parts.append(f"{item.item_id} ({item.product_id}) granted until {ended}, which has passed "
                          f"[{item.row.value}]")
     line = f"{v.subscription_id} is {v.status}: " + ("; ".join(parts) if parts else "no items")
+    if v.dispute_id is not None:
+        line += f" (suspended: {v.dispute_id} is open or lost)"
     if v.past_due is not None:
         line += (f" (past_due since {when(v.past_due.at + offset_s)}, "
                  f"{_PAST_DUE_FROM.get(v.past_due.source, v.past_due.source)})")
     return line
+
+
+def _purchase(p: PurchaseVerdict, features_by_item: Mapping[str, list[str]], offset_s: float) -> str:
+    """One purchase: what it grants and until when, or why it grants nothing (its §5.1 row)."""
+    paid = "" if p.paid_at is None else f", paid {when(p.paid_at + offset_s)}"
+    if p.row is not PurchaseRow.PAID:
+        why = f" ({p.dispute_id})" if p.dispute_id else ""
+        return f"one-time purchase {p.session_id} grants nothing{paid}: {p.row.value}{why}"
+    parts = []
+    for item in p.items:
+        features = ", ".join(sorted(features_by_item.get(item.item_id, []))) or "nothing more"
+        until = None if item.until is None or item.until >= FOREVER else item.until + offset_s
+        state = "grants" if item.grants_now else "granted, which has passed,"
+        end = "for ever" if until is None else f"until {when(until)}"
+        parts.append(f"{item.item_id} ({item.product_id}) {state} {features} {end}")
+    return f"one-time purchase {p.session_id}{paid}: " + ("; ".join(parts) or "no line items") + f" [{p.row.value}]"
 
 
 def quantity_sentences(access: Access) -> list[str]:
@@ -84,9 +103,10 @@ def sentences(access: Access, offset_s: float = 0.0) -> list[str]:
         if grant.item_id is not None:
             features_by_item.setdefault(grant.item_id, []).append(grant.feature)
     lines = [_verdict(v, features_by_item, offset_s) for v in access.verdicts]
+    lines += [_purchase(p, features_by_item, offset_s) for p in access.purchases]
     if access.customer_gone:
         lines.append("Stripe no longer knows the customer (deleted): nothing is granted")
-    elif not access.verdicts:
+    elif not access.verdicts and not access.purchases:
         lines.append("no subscriptions: nothing is granted")
     lines += quantity_sentences(access) + limit_sentences(access, offset_s)
     lines.append(f"user {access.user_id} (from {access.user_id_source})" if access.user_id else "no user id known")

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shared.access.purchases import Charge, Purchase
+
 # Statuses as Stripe names them (API version 2026-10-28.endive).
 STATUSES = (
     "trialing",
@@ -98,6 +100,8 @@ class Subscription:
     latest_invoice: Invoice | None = None
     metadata_user_id: str | None = None
     test_clock: str | None = None
+    # the PaymentIntent of its latest paid invoice, when read (disputes, docs/contract.md §5.1)
+    paid_payment_intent: str | None = None
 
     @property
     def period_end(self) -> int | None:
@@ -139,14 +143,27 @@ class CustomerFacts:
     stripe_features: frozenset[str]
     # the test clock's frozen_time when the customer is on a test clock
     clock_now: int | None = None
+    # one-time purchases (docs/contract.md §5.1) and the customer's charges with their disputes,
+    # when the sync read them (`worker/payments.py` says when)
+    purchases: tuple[Purchase, ...] = ()
+    charges: tuple[Charge, ...] = ()
+    payments_read: bool = False  # False: purchases and charges were not read (left empty)
+    # a guest purchase's mode (its session's `livemode`): it has no Customer to say so
+    guest_livemode: bool = False
 
     @property
     def livemode(self) -> bool:
-        return self.customer.livemode if self.customer else False
+        return self.customer.livemode if self.customer else self.guest_livemode
+
+    @property
+    def is_guest(self) -> bool:
+        """A Checkout Session without a Customer is a customer of its own, keyed by its id."""
+        return self.customer_id.startswith("cs_")
 
     @property
     def product_ids(self) -> frozenset[str]:
-        return frozenset(p for s in self.subscriptions for p in s.product_ids)
+        subs = {p for s in self.subscriptions for p in s.product_ids}
+        return frozenset(subs | {p for x in self.purchases for p in x.product_ids})
 
 
 def parse_quantity(value: Any, where: str) -> int | None:

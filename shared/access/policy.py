@@ -20,6 +20,14 @@ from typing import Literal
 
 from shared.access.facts import CustomerFacts, Item, Subscription
 from shared.access.features import ProductLimits
+from shared.access.purchase_policy import (
+    FOREVER,
+    PurchaseRow,
+    PurchaseVerdict,
+    judge_purchase,
+    subscription_dispute,
+)
+from shared.access.purchases import Charge
 
 # Statuses that never grant access, whatever else the subscription says.
 NO_ACCESS = frozenset({"paused", "unpaid", "canceled", "incomplete", "incomplete_expired"})
@@ -43,6 +51,8 @@ class Row(StrEnum):
     NO_ACCESS = "paused, unpaid, canceled, incomplete, incomplete_expired"
     # Not in the table: a status Stripe may add later. It grants nothing (fail closed).
     UNKNOWN_STATUS = "unknown status"
+    # docs/contract.md §5.1: its latest paid invoice's charge is under an open (or lost) dispute
+    DISPUTED = "latest paid invoice under dispute (DISPUTE_POLICY=revoke)"
 
 
 PastDueSource = Literal["given", "invoice_due_date", "invoice_finalized", "recorded", "first_seen"]
@@ -52,6 +62,8 @@ PastDueSource = Literal["given", "invoice_due_date", "invoice_finalized", "recor
 class PolicyConfig:
     renewal_grace_s: int
     past_due_grace_s: int
+    # DISPUTE_POLICY=revoke (docs/contract.md §5.1): an open dispute suspends what it concerns
+    revoke_disputed: bool = True
 
     @property
     def recheck_lead_s(self) -> int:
@@ -71,6 +83,8 @@ class Known:
     user_id_source: str | None = None
     # subscription id -> when it became past_due (customer clock), while it stayed past_due
     past_due_since: Mapping[str, float] = field(default_factory=dict)
+    # the customer has one-time purchases or a payment under dispute: its syncs read them
+    reads_payments: bool = False
 
 
 @dataclass(frozen=True)
@@ -100,6 +114,7 @@ class Verdict:
     status: str
     items: tuple[ItemVerdict, ...]
     past_due: PastDue | None = None
+    dispute_id: str | None = None  # the dispute that suspends it (Row.DISPUTED)
 
     @property
     def until(self) -> int | None:
@@ -116,9 +131,9 @@ class Verdict:
 class Grant:
     feature: str
     valid_until: int
-    subscription_id: str
+    subscription_id: str  # or the Checkout Session of a one-time purchase
     # why: the table's row and the item that grants it (None when built by hand, as in tests)
-    row: Row | None = None
+    row: Row | PurchaseRow | None = None
     item_id: str | None = None
     # docs/contract.md §5.2: the summed quantity of every item granting the feature now
     quantity: int = 1
@@ -134,7 +149,7 @@ class GrantingItem:
     product_id: str
     quantity: int  # > 0: an item of quantity 0 grants nothing and is no GrantingItem
     until: int
-    row: Row | None = None
+    row: Row | PurchaseRow | None = None
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,7 @@ class Access:
     past_due_since: Mapping[str, int] = field(default_factory=dict)
     # Stripe no longer knows the customer, or deleted it: nothing is granted
     customer_gone: bool = False
+    purchases: tuple[PurchaseVerdict, ...] = ()
     # docs/contract.md §5.2: limit name -> its value now
     limits: Mapping[str, LimitGrant] = field(default_factory=dict)
     # products granting now whose `metadata.entitled_limits` was refused, and why
@@ -194,7 +210,8 @@ class Access:
     @property
     def granting_products(self) -> frozenset[str]:
         """Products of the items that grant now, whether or not the catalog gives them features."""
-        return frozenset(i.product_id for v in self.verdicts for i in v.items if i.grants_now)
+        subs = {i.product_id for v in self.verdicts for i in v.items if i.grants_now}
+        return frozenset(subs | {i.product_id for p in self.purchases for i in p.items if i.grants_now})
 
 
 def judged_at(facts: CustomerFacts, wall_now: float) -> tuple[int, float]:
@@ -426,7 +443,7 @@ def next_check(
     lead = config.recheck_lead_s
     candidates: list[int] = []
     ends = {g.valid_until for g in grants.values()} | {g.valid_until for g in (limits or {}).values()}
-    for until in ends:
+    for until in ends - {FOREVER}:
         early = until - lead
         candidates.append(early if early > now + MIN_RECHECK_GAP_S else until + AFTER_BOUNDARY_S)
     for sub in subscriptions:
@@ -454,17 +471,45 @@ def decide(
     `limits_of`: product -> its `metadata.entitled_limits` (docs/contract.md §5.2); none: no limits."""
     known = known or Known()
     subs = facts.subscriptions
-    verdicts = tuple(judge(s, now, config, known.past_due_since.get(s.id)) for s in subs)
+    verdicts = tuple(
+        suspend_disputed(judge(s, now, config, known.past_due_since.get(s.id)), s, facts.charges, config)
+        for s in subs
+    )
+    purchases = tuple(judge_purchase(p, now, config.revoke_disputed) for p in facts.purchases)
     past_due_since = {v.subscription_id: v.past_due.at for v in verdicts if v.past_due is not None}
-    if facts.customer is None or facts.customer.deleted:
+    if (facts.customer is None and not facts.is_guest) or (facts.customer is not None and facts.customer.deleted):
         # A deleted customer keeps nothing, whatever its subscriptions said.
         user_id, source = user_of_gone(facts, known)
         return Access(grants={}, user_id=user_id, user_id_source=source, next_check=None,
-                      verdicts=verdicts, past_due_since=past_due_since, customer_gone=True)
+                      verdicts=verdicts, past_due_since=past_due_since, customer_gone=True,
+                      purchases=purchases)
     user_id, source = user_of(facts, subs)
-    items = granting_items(verdicts)
+    items = granting_items(verdicts) + purchase_items(purchases)
     grants = grants_of(items, features_of)
     limits, problems = limits_of_items(items, limits_of or {})
     return Access(grants=grants, user_id=user_id, user_id_source=source,
                   next_check=next_check(subs, grants, now, config, limits),
-                  verdicts=verdicts, past_due_since=past_due_since, limits=limits, limit_problems=problems)
+                  verdicts=verdicts, past_due_since=past_due_since, limits=limits, limit_problems=problems,
+                  purchases=purchases)
+
+
+def purchase_items(purchases: Iterable[PurchaseVerdict]) -> list[GrantingItem]:
+    """The purchases' line items that grant now (docs/contract.md §5.1), as granting items: their
+    features and limits are summed with the subscriptions' (§5.2: no quantity counts as 1)."""
+    return [
+        GrantingItem(p.session_id, i.item_id, i.product_id, 1 if i.quantity is None else i.quantity, i.until,
+                     PurchaseRow.PAID)
+        for p in purchases
+        for i in p.items
+        if i.grants_now and i.until is not None and (i.quantity is None or i.quantity > 0)
+    ]
+
+
+def suspend_disputed(verdict: Verdict, sub: Subscription, charges: tuple[Charge, ...], config: PolicyConfig) -> Verdict:
+    """docs/contract.md §5.1: under DISPUTE_POLICY=revoke a subscription whose latest paid
+    invoice's charge is under an open dispute grants nothing until the dispute closes won."""
+    dispute = subscription_dispute(sub.paid_payment_intent, charges, config.revoke_disputed)
+    if dispute is None or not verdict.grants_now:
+        return verdict
+    items = tuple(ItemVerdict(i.item_id, i.product_id, Row.DISPUTED, i.until, False) for i in verdict.items)
+    return Verdict(verdict.subscription_id, verdict.status, items, verdict.past_due, dispute.id)

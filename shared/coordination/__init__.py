@@ -19,6 +19,7 @@ from shared.coordination.coordinator import (
 from shared.coordination.keys import ACCESS_CHANGED, DEDUPE_TTL_S, Keys
 from shared.coordination.records import AcceptedEvent, EventSource
 from shared.coordination.routing import (
+    CHARGE_TYPES,
     QUEUED_TYPE_PATTERNS,
     BadEventError,
     Route,
@@ -36,6 +37,7 @@ from shared.coordination.waiter import RunDone, RunWaiter
 __all__ = [
     "ACCESS_CHANGED",
     "CATALOG",
+    "CHARGE_TYPES",
     "DEDUPE_TTL_S",
     "EVENTS_POLL",
     "PARK_AFTER_FATAL",

@@ -28,13 +28,15 @@ class AcceptedEvent:
     # a Checkout Session event's `client_reference_id` (routing.event_hints): "" when the session
     # has none, None when the event did not say (thin events, other types)
     client_reference_id: str | None = None
+    # a Checkout Session event's `mode` when it is `payment` (routing.event_hints), else None
+    mode: str | None = None
     # W3C traceparent of the span that accepted it (shared/tracing.py); None when tracing is off
     traceparent: str | None = None
 
     @classmethod
     def now(cls, event_id: str, event_type: str, source: EventSource, created: int | None = None,
-            client_reference_id: str | None = None) -> AcceptedEvent:
-        return cls(event_id, event_type, int(time.time() * 1000), source, created, client_reference_id)
+            client_reference_id: str | None = None, mode: str | None = None) -> AcceptedEvent:
+        return cls(event_id, event_type, int(time.time() * 1000), source, created, client_reference_id, mode)
 
     def to_json(self) -> bytes:
         # field names kept as the first release queued them, so queued work survives an upgrade
@@ -42,6 +44,8 @@ class AcceptedEvent:
                                    "received_at": self.received_at_ms, "source": self.source}
         if self.client_reference_id is not None:
             data["client_reference_id"] = self.client_reference_id
+        if self.mode is not None:
+            data["mode"] = self.mode
         if self.traceparent is not None:
             data["traceparent"] = self.traceparent
         return orjson.dumps(data)
@@ -59,5 +63,6 @@ class AcceptedEvent:
             source=cast(EventSource, source) if source in _SOURCES else "webhook",
             created=created if isinstance(created, int) and not isinstance(created, bool) else None,
             client_reference_id=ref if isinstance(ref, str) else None,
+            mode=data["mode"] if isinstance(data.get("mode"), str) else None,
             traceparent=data["traceparent"] if isinstance(data.get("traceparent"), str) else None,
         )

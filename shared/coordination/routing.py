@@ -15,6 +15,11 @@ from typing import Any
 
 from shared.coordination.units import CATALOG, EVENTS_POLL, Unit, UnitKind, is_stripe_id
 
+# Refund and dispute events (docs/contract.md §4). `charge.dispute.updated` (evidence added) and
+# `charge.dispute.funds_withdrawn` (follows `created`) change nothing §5.1 reads.
+CHARGE_TYPES = frozenset(
+    {"charge.refunded", "charge.dispute.created", "charge.dispute.closed", "charge.dispute.funds_reinstated"}
+)
 # Event types that are customer work (docs/contract.md §4), besides every `customer.subscription.*`.
 CUSTOMER_TYPES = frozenset(
     {
@@ -30,6 +35,8 @@ CUSTOMER_TYPES = frozenset(
         "customer.updated",
         "customer.deleted",
         "entitlements.active_entitlement_summary.updated",
+        # docs/contract.md §4 and §5.1: refunds and disputes end or suspend a payment's access
+        *CHARGE_TYPES,
     }
 )
 SUBSCRIPTION_PREFIX = "customer.subscription."
@@ -53,6 +60,7 @@ _THIN_OBJECTS: dict[str, tuple[UnitKind, str]] = {
     "customer": (UnitKind.CUSTOMER, "cus_"),
     "subscription": (UnitKind.SUBSCRIPTION, "sub_"),
     "checkout.session": (UnitKind.CHECKOUT, "cs_"),
+    "charge": (UnitKind.CHARGE, "ch_"),
 }
 
 
@@ -102,7 +110,21 @@ def _ref(value: Any, what: str, prefix: str | None = None) -> str | None:
     return str(value)
 
 
+def _payment_unit(event_type: str, obj: Mapping[str, Any]) -> Unit | None:
+    """docs/contract.md §5.1: a charge's customer, else the charge itself (the worker finds the
+    guest purchase it paid); a dispute names only its charge."""
+    if event_type.startswith("charge.dispute."):
+        charge = _ref(obj.get("charge"), "the dispute's charge", "ch_")
+        return Unit(UnitKind.CHARGE, charge) if charge else None
+    if customer := _ref(obj.get("customer"), "customer", "cus_"):
+        return Unit.customer(customer)
+    charge = _ref(obj.get("id"), "the charge's id", "ch_")
+    return Unit(UnitKind.CHARGE, charge) if charge else None
+
+
 def _customer_unit(event_type: str, obj: Mapping[str, Any]) -> Unit | None:
+    if event_type in CHARGE_TYPES:
+        return _payment_unit(event_type, obj)
     if event_type.startswith("customer.") and not event_type.startswith(SUBSCRIPTION_PREFIX):
         cid = _ref(obj.get("id"), "the customer's id", "cus_")
         return Unit.customer(cid) if cid else None
@@ -119,6 +141,10 @@ def _customer_unit(event_type: str, obj: Mapping[str, Any]) -> Unit | None:
         sub = _ref(obj.get("id"), "the subscription's id", "sub_")
     elif event_type.startswith("checkout.session."):
         sub = _ref(obj.get("subscription"), "the session's subscription", "sub_")
+        if sub is None and obj.get("mode") == "payment":
+            # A guest purchase (no Customer) is a customer of its own, keyed by the session id.
+            guest = _ref(obj.get("id"), "the session's id", "cs_")
+            return Unit.customer(guest) if guest else None
     return Unit(UnitKind.SUBSCRIPTION, sub) if sub else None
 
 
@@ -149,7 +175,6 @@ def route_snapshot(event: Mapping[str, Any]) -> Route:
             raise BadEventError("catalog event object has no id")
         return Route(CATALOG, f"{'feature' if is_feature else 'product'}:{oid}")
     unit = _customer_unit(event_type, obj)
-    # A payment-mode checkout session without a customer concerns no subscription: no work.
     return Route(unit) if unit else IGNORED
 
 
@@ -192,7 +217,12 @@ def event_hints(event: Mapping[str, Any]) -> dict[str, str]:
         return {}
     if event_type.startswith("checkout.session.") and obj.get("status") == "complete":
         ref = obj.get("client_reference_id")
-        return {"client_reference_id": ref.strip() if isinstance(ref, str) else ""}
+        hints = {"client_reference_id": ref.strip() if isinstance(ref, str) else ""}
+        # a session's mode is fixed at creation too: a payment-mode one tells the worker to read
+        # the customer's purchases (docs/contract.md §5.1)
+        if obj.get("mode") == "payment":
+            hints["mode"] = "payment"
+        return hints
     return {}
 
 

@@ -40,6 +40,9 @@ class UnitKind(StrEnum):
     # a subscription or Checkout Session that named no customer: resolve it, then hand over
     SUBSCRIPTION = "subscription"
     CHECKOUT = "checkout"
+    # a charge (a refund or a dispute on it) that named no customer: a guest purchase's, or one
+    # whose dispute event names only the charge (docs/contract.md §5.1)
+    CHARGE = "charge"
     # internal units: their wire form has a `:` no Stripe id can have
     EVENTS = "events"
     CATALOG = "catalog"
@@ -73,7 +76,7 @@ class Unit:
             return cls.customer(wire)
         if tag == _INTERNAL_TAG and rest in (UnitKind.EVENTS.value, UnitKind.CATALOG.value):
             return INTERNAL[UnitKind(rest)]
-        if tag in (UnitKind.SUBSCRIPTION.value, UnitKind.CHECKOUT.value) and rest:
+        if tag in (UnitKind.SUBSCRIPTION.value, UnitKind.CHECKOUT.value, UnitKind.CHARGE.value) and rest:
             return cls(UnitKind(tag), rest)
         raise ValueError(f"not a unit: {wire!r}")
 
