@@ -49,9 +49,11 @@ async def test_scenario_3_renewal_webhooks_never_come(stack_factory: Any) -> Non
         cus = await stack.customer(metadata={"user_id": "u_r"})
         trial_end = int(time.time()) + 6
         await stack.subscribe(cus, price, trial_end=trial_end)
+        # From now on every webhook is lost (the purchase's are already on their way): set
+        # before the trial ends, however slow the setup (see the late renewal below).
+        await stack.set_faults(drop_rate=1.0)
         await stack.wait_features(cus, {"pro"})
         await stack.settle()
-        await stack.set_faults(drop_rate=1.0)  # from now on every webhook is lost
         # valid_until = trial end + 10 s grace; the re-check runs 5 s before it.
         samples = await sample_until(stack, cus, trial_end + 16)
         assert all(features == {"pro"} for _, features in samples), "access flickered off"
@@ -107,9 +109,9 @@ async def test_access_ends_on_time_without_any_webhook(stack_factory: Any, thin:
         trial_end = int(time.time()) + 5
         await stack.subscribe(cus, price, trial_end=trial_end,
                               trial_settings={"end_behavior": {"missing_payment_method": "cancel"}})
+        await stack.set_faults(drop_rate=1.0)  # before the trial ends (the purchase's are on their way)
         await stack.wait_features(cus, {"pro"})
         await stack.settle()
-        await stack.set_faults(drop_rate=1.0)
         await stack.wait_features(cus, set(), timeout_s=15)
         assert time.time() < trial_end + 5
         messages = await stack.messages(cus)
