@@ -4,7 +4,7 @@ these assert on correctness only, never on speed (the figures live in docs/bench
 
 from __future__ import annotations
 
-from bench import sweep, workers
+from bench import cost, sweep, workers
 from bench import sync as sync_bench
 
 
@@ -45,6 +45,27 @@ async def test_sweep_benchmark_smoke() -> None:
         assert r.pages.get("GET /v1/customers") == 1
         assert r.rejected == 0
     assert "| cold | 30 |" in sweep.report(results, facts)
+
+
+async def test_cost_benchmark_smoke() -> None:
+    """The cost table's short form (`python -m bench cost --short`, 200 customers, ~15 s at load
+    2.4; bench/cost.py): each family of keys is found where the
+    seeding put it (one dedupe key per accepted event, one unit hash per customer, the stream),
+    our tables hold bytes, every customer was synced once and republished once by the relay."""
+    [n] = cost.SHORT
+    result = await cost.measure(n)
+    assert result.customers == n
+    assert result.syncs >= n
+    families = {f.name: f for f in result.families}
+    assert families["dedupe (`seen:<event>`)"].keys >= n
+    assert families["unit hashes (`unit:{…}`)"].keys >= n
+    assert families["stream `access-changed`"].bytes_total > 0
+    assert result.tables["customers"] > 0
+    assert result.relay_messages >= n
+    assert result.sweep is not None
+    assert result.sweep.queued == 0  # warm: our copy equals Stripe's
+    assert result.resync_requests >= n
+    assert f"| {n} |" in cost.report([result])
 
 
 async def test_sync_benchmark_smoke() -> None:

@@ -460,3 +460,6 @@ async def test_worker_metrics_need_the_token_when_one_is_set(stack_factory: Any)
             status, text, _ = await get({"Authorization": f"Bearer {token}"})
             assert status == 200
             assert "entitled_syncs_total" in text
+            # the image's HEALTHCHECK asks /healthz, which needs no token (deploy/healthcheck.py)
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                assert (resp.status, await resp.json()) == (200, {"ok": True})

@@ -41,10 +41,12 @@ def test_run_plays_the_demo_and_stops_cleanly(tmp_path: Path) -> None:
     assert "embedded Postgres" in proc.stderr
     assert "embedded Redis" in proc.stderr
     # the operator console's address and this run's token, to sign in with (docs/contract.md §11)
-    token = re.search(r"this run's API token is (\S+) ", proc.stderr)
+    token = re.search(r"this run's API token \(named local\):\n  (\S+)\n", proc.stderr)
     assert token, proc.stderr[-2000:]
-    assert re.search(r"operator console on http://127\.0\.0\.1:\d+/console/ \(sign in with "
-                     + re.escape(token.group(1)) + r"\)", proc.stderr), proc.stderr[-2000:]
+    assert re.search(r"operator console on http://127\.0\.0\.1:\d+/console/\n  \(sign in with the token above\)",
+                     proc.stderr), proc.stderr[-2000:]
+    # the launcher's own lines keep to 80 columns too (URLs with their ports included)
+    assert [line for line in proc.stderr.splitlines() if line.startswith("entitled run:") and len(line) > 80] == []
     for expected in ("webhook  customer.subscription.paused", "sync     ", "message  v2",
                      "Stripe's Entitlements still grant", "is past_due", "catalog event",
                      "a sync saw", "3 of 3 scenarios passed", "Demo done"):

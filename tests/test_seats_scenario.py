@@ -1,7 +1,8 @@
-"""Scenario 11 of docs/contract.md §9, end to end with real processes: a Team plan's seats go
-8 -> 3 -> 0 through the fake Stripe (`customer.subscription.updated` with `previous_attributes`),
-and the view (§7), the stream (§6), the API (§10) and `entitled explain` (§5.3) follow, with the
-product's `metadata.entitled_limits` scaled by the seats (§5.2)."""
+"""Scenario 11 of docs/contract.md §9, end to end with real processes: a Team plan bought for 5
+seats is raised to 8 (the scenario), then cut to 3 and to 0, through the fake Stripe
+(`customer.subscription.updated` with `previous_attributes`), and the view (§7), the stream
+(§6), the API (§10) and `entitled explain` (§5.3) follow, with the product's
+`metadata.entitled_limits` scaled by the seats (§5.2)."""
 
 from __future__ import annotations
 
@@ -21,18 +22,18 @@ async def seats_view(stack: Stack, cus: str) -> tuple[dict[str, int], dict[str, 
 
 
 @pytest.mark.slow
-async def test_seats_8_3_0_through_view_stream_api_and_explain(stack_factory: Any) -> None:
+async def test_seats_5_8_3_0_through_view_stream_api_and_explain(stack_factory: Any) -> None:
     async with stack_factory(workers=1) as stack:
         product, price = await stack.product("Team", ["team"])
         await stack.stripe.v1.products.update_async(product, {"metadata": {"entitled_limits": "projects=5"}})
         cus = await stack.customer(metadata={"user_id": "u_team"})
-        sub = await stack.subscribe(cus, items=[{"price": price, "quantity": 8}])
+        sub = await stack.subscribe(cus, items=[{"price": price, "quantity": 5}])
         await stack.wait_features(cus, {"team"})
         await stack.settle()
-        assert await seats_view(stack, cus) == ({"team": 8}, {"projects": 40})
+        assert await seats_view(stack, cus) == ({"team": 5}, {"projects": 25})
         item = (await stack.stripe.v1.subscriptions.retrieve_async(sub))["items"].data[0].id
 
-        for n in (3, 0):
+        for n in (8, 3, 0):
             await stack.stripe.v1.subscriptions.update_async(
                 sub, {"items": [{"id": item, "quantity": n}], "proration_behavior": "none"})
 
@@ -56,6 +57,7 @@ async def test_seats_8_3_0_through_view_stream_api_and_explain(stack_factory: An
 
         messages = await stack.messages(cus)
         assert [(m.features, dict(m.quantities), dict(m.limits)) for m in messages] == [
+            (("team",), {"team": 5}, {"projects": 25}),
             (("team",), {"team": 8}, {"projects": 40}),
             (("team",), {"team": 3}, {"projects": 15}),
             ((), {}, {}),

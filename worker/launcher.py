@@ -308,7 +308,7 @@ class Launcher:
         except EmbeddedError as exc:
             raise LaunchError(str(exc)) from None
         self.cleanups.append(server.stop)
-        print(f"entitled run: embedded Redis in {shown(server.dir)} ({server.display_url})", file=sys.stderr)
+        print(f"entitled run: embedded Redis in {shown(server.dir)}\n  ({server.display_url})", file=sys.stderr)
         return server.url
 
     def _write_run_file(self, embedded: dict[str, str]) -> None:
@@ -418,7 +418,7 @@ class Launcher:
             token = f"local:{secrets.token_urlsafe(24)}"
             extra["API_TOKENS"] = token
             secret = token.split(":", 1)[1]
-            print(f"entitled run: API_TOKENS not set; this run's API token is {secret} (name: local)",
+            print(f"entitled run: API_TOKENS not set; this run's API token (named local):\n  {secret}",
                   file=sys.stderr)
         port = self.settings.api_port
         if free_port_if_unset and "api_port" not in self.settings.model_fields_set:
@@ -426,11 +426,12 @@ class Launcher:
         extra["API_PORT"] = str(port)
         await self._spawn("api", extra)
         await self._wait_ready(port)
-        print(f"entitled run: app-facing API on http://127.0.0.1:{port}/v1/ (README, For app developers)",
+        print(f"entitled run: app-facing API on http://127.0.0.1:{port}/v1/\n  (README, For app developers)",
               file=sys.stderr)
         # The operator console (docs/contract.md §11): a newcomer sees the demo's customers there.
-        sign_in = f"sign in with {secret}" if secret is not None else "sign in with a secret of API_TOKENS"
-        print(f"entitled run: operator console on http://127.0.0.1:{port}/console/ ({sign_in})", file=sys.stderr)
+        sign_in = "with the token above" if secret is not None else "with a secret of API_TOKENS"
+        print(f"entitled run: operator console on http://127.0.0.1:{port}/console/\n  (sign in {sign_in})",
+              file=sys.stderr)
         return port
 
     async def _run_demo(self, database_url: str, redis_url: str, port: int, stop: asyncio.Event) -> None:

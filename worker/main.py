@@ -177,12 +177,17 @@ async def startup(ctx: dict[str, Any]) -> None:
 
 async def _serve_metrics(settings: Settings) -> web.AppRunner:
     """GET /metrics on METRICS_HOST:WORKER_METRICS_PORT, behind METRICS_TOKEN when it is set (as
-    ingest's), served like ingest (no banner, JSON errors, a deadline for request heads)."""
+    ingest's), served like ingest (no banner, JSON errors, a deadline for request heads); and
+    GET /healthz, without a token, for the image's HEALTHCHECK (deploy/healthcheck.py)."""
     async def view(request: web.Request) -> web.Response:
         return await metrics_view(request, settings.metrics_token)
 
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
     app = harden(web.Application(middlewares=[json_errors]))
     app.router.add_get("/metrics", view)
+    app.router.add_get("/healthz", healthz)
     runner = Runner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     assert settings.worker_metrics_port is not None

@@ -105,6 +105,22 @@ async def test_delay(
         await ctl.add_webhook_endpoint(receiver.url, faults={"delay_s": [2, 1]})
 
 
+async def test_a_delay_holds_back_only_later_events(
+    client: stripe.StripeClient, ctl: FakeStripeControl, receiver: Receiver
+) -> None:
+    """A delivery's time is fixed when its event happens: a delay set while an event is queued
+    (here held by another delay) does not move it; the next event waits the new delay."""
+    endpoint = await ctl.add_webhook_endpoint(receiver.url, faults={"delay_s": 0.3})
+    started = time.time()
+    await client.v1.customers.create_async({})
+    await ctl.set_webhook_faults(endpoint["id"], delay_s=1.5)
+    await client.v1.customers.create_async({})
+    await ctl.wait_idle()
+    first, second = (r.at - started for r in receiver.received)
+    assert 0.3 <= first < 1.0
+    assert second >= 1.5
+
+
 async def test_retries_after_a_500(
     client: stripe.StripeClient, ctl: FakeStripeControl, receiver: Receiver
 ) -> None:
