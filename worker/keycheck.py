@@ -4,8 +4,9 @@ Without it an invalid key, or a live key pointed at a database of test-mode cust
 demo's, say), is found only when the first sync fails, long after "receiving webhooks". One
 cheap read (`GET /v1/events?limit=1`, which a read-only restricted key may make) proves that
 Stripe takes the key; the mode of the customers already stored must be the key's.
-An unreachable Stripe is not a wrong key: it is logged and the worker starts, since its reads
-retry and Stripe's own retries and the reconciliation catch up.
+An unreachable Stripe (or Redis, which holds the shared rate limit, restarting at that moment)
+is not a wrong key: it is logged and the worker starts, since its reads retry and Stripe's own
+retries and the reconciliation catch up.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import asyncio
 import asyncpg
 import stripe
 import structlog
+from redis.exceptions import RedisError
 
 from shared.bootstrap import Services
 from shared.preflight import DependencyError, stripe_error
+from shared.stripe_api import RateLimitWaitError
 
 log = structlog.get_logger()
 
@@ -54,6 +57,11 @@ async def check(deps: Services) -> None:
     except (stripe.APIConnectionError, TimeoutError) as exc:
         log.warning("stripe.unreachable_at_start", api_base=settings.stripe_api_base,
                     error=type(exc).__name__)
+    except (RedisError, OSError, RateLimitWaitError) as exc:
+        # The shared rate limit lives in Redis: a Redis restart at this moment (the fault run's
+        # case), or a budget booked far ahead, is no reason to stop a worker that arq's own
+        # connection carries through it.
+        log.warning("stripe.key_check_skipped", reason="rate limit unavailable", error=type(exc).__name__)
     except stripe.StripeError as exc:
         # Stripe is there and took the key; anything else (a 5xx, say) is for the syncs to retry.
         log.warning("stripe.key_check_inconclusive", status=exc.http_status, error=type(exc).__name__)
