@@ -12,20 +12,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from typing import Any
 
-from tests.support.stack import Stack
-
-
-async def entitled(stack: Stack, *args: str, timeout_s: float = 120) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "worker.cli", *args,
-        env={**os.environ, **stack.worker_env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
-    return await proc.wait(), out.decode(), err.decode()
+from tests.test_cli import entitled
 
 
 async def test_customer_deleted_with_its_test_clock_is_gone(stack_factory: Any) -> None:
