@@ -63,7 +63,12 @@ class _Worker(Worker):
     async def _poll_iteration(self) -> None:
         # Cleared before the queue is read: a job made due during the read sets it again.
         self.jobs_due.clear()
-        await super()._poll_iteration()
+        try:
+            await super()._poll_iteration()
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            # arq starts jobs in WATCHed pipelines too, which redis-py never retries: a Redis
+            # restart then skips this poll, as it skips a cron tick, instead of ending the worker.
+            log.warning("worker.poll_skipped", error=type(exc).__name__, hint="Redis was unreachable")
         await wake.until_due(self.jobs_due, POLL_S)
 
     async def run_cron(self, n: datetime, delay: float, num_windows: int = 2) -> None:
