@@ -46,7 +46,7 @@ class Mismatch:
         return text
 
 
-async def view_features(pool: asyncpg.Pool, timeout_s: float | None = None) -> dict[str, set[str]]:
+async def view_features(pool: asyncpg.Pool | asyncpg.Connection, timeout_s: float | None = None) -> dict[str, set[str]]:
     rows = await pool.fetch("SELECT customer_id, feature FROM active_entitlements", timeout=timeout_s)
     out: dict[str, set[str]] = defaultdict(set)
     for r in rows:

@@ -228,7 +228,7 @@ class Run:
                     "workers": str(cfg.workers), "seed": str(cfg.seed),
                     "api_latency_ms": f"{API_LATENCY_MS[0]}-{API_LATENCY_MS[1]}",
                 }
-                await self._drive(world, fake, pool)
+                await self._drive(world, fake)
                 await self._reconcile(world, fake, pool, r, env)
                 self._count(world, fake)
                 await self._count_db(pool)
@@ -241,7 +241,7 @@ class Run:
 
     # --- the run -------------------------------------------------------------------------------
 
-    async def _drive(self, world: World, fake: FakeStripe, pool: asyncpg.Pool) -> None:
+    async def _drive(self, world: World, fake: FakeStripe) -> None:
         cfg = self.config
         t0 = self.t0 = time.time()
         span = cfg.seconds
@@ -254,7 +254,7 @@ class Run:
         customers = [asyncio.create_task(self.driver.run_customer(n, t0 + self.rng.uniform(0, 0.33 * span), end_at))
                      for n in range(cfg.customers)]
         background = [
-            asyncio.create_task(self._sampler(pool)),
+            asyncio.create_task(self._sampler()),
             asyncio.create_task(self._supervisor()),
             asyncio.create_task(self._kill_workers(t0 + 0.85 * span)),
             asyncio.create_task(self._timeline(world, t0, span)),
@@ -272,19 +272,26 @@ class Run:
                 await task
         self.background_sampler = background[0]
 
-    async def _sampler(self, pool: asyncpg.Pool) -> None:
+    async def _sampler(self) -> None:
         while self.sampling:
             await asyncio.sleep(self.config.sample_every_s)
             truth = self.oracle.judge(self.driver.ids())
             judged_at = time.time()
             try:
-                # asyncpg's own timeout: a query cancelled from outside can leave its
-                # connection unusable
-                view = await view_features(pool, timeout_s=2.0)
+                view = await self._sample_view()
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 continue  # Postgres is restarting: no sample
             if time.time() - judged_at < 0.5:
                 self.watch.observe(judged_at, truth, view)
+
+    async def _sample_view(self) -> dict[str, set[str]]:
+        """One sample on a connection of its own: a query timed out mid-protocol can leave a pooled
+        connection unusable ("another operation is in progress") for whoever takes it next."""
+        conn = await asyncpg.connect(self.pg.url("entitled"), timeout=2.0)
+        try:
+            return await view_features(conn, timeout_s=2.0)
+        finally:
+            conn.terminate()
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep, or return early when the chaos is over; True while it is not."""
