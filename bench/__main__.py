@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-# Each is a module of this package with `main(short: bool)` (cost also takes `--customers`).
+# Each is a module of this package with `main(short: bool)` (cost and sweep also take `--customers`).
 BENCHES = ("receiver", "workers", "sweep", "webhooks", "client", "api", "console", "catalog", "cost", "sync")
 
 
@@ -25,12 +25,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("name", choices=[*BENCHES, "all"])
     parser.add_argument("--short", action="store_true", help="a quick run with smaller numbers")
-    parser.add_argument("--customers", help="cost: the sizes, comma-separated (default 1000,10000)")
+    parser.add_argument("--customers", help="cost: the sizes, comma-separated (default 1000,10000); "
+                        "sweep: one size (default 10000)")
     args = parser.parse_args()
     names = ["receiver", "workers", "sweep"] if args.name == "all" else [args.name]
     for name in names:
         module = __import__(f"bench.{name}", fromlist=["main"])
-        if name == "cost":
+        if name in ("cost", "sweep"):
             module.main(args.short, args.customers)
         else:
             module.main(args.short)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from . import billing, checkout, errors, shapes_billing
+from . import billing, checkout, errors, shapes, shapes_billing
 from .api import fake_of, newest_first, paginate, params, respond
 from .core import Core
 from .forms import (
@@ -222,15 +222,6 @@ def _require_customer(core: Core, p: dict[str, Any]) -> None:
         raise errors.resource_missing("customer", p["customer"], param="customer")
 
 
-def _candidates(subs: Iterable[Subscription], p: dict[str, Any]) -> list[Subscription]:
-    """The subscriptions of the customer and the `created` range asked for, if any: plain
-    comparisons first, so the full checks of `keep` run on a few objects (100,000 each time
-    took a fifth of a second a page)."""
-    if "customer" in p:
-        subs = [s for s in subs if s.customer == p["customer"]]
-    return created_between(subs, p.get("created"))
-
-
 @routes.get("/v1/subscriptions")
 async def list_subscriptions(request: web.Request) -> web.Response:
     p = params(request, LIST_SUBSCRIPTIONS)
@@ -258,16 +249,20 @@ async def list_subscriptions(request: web.Request) -> web.Response:
             return False
         return in_range(sub.created, p.get("created"))
 
-    found = newest_first([s for s in _candidates(core.store.subscriptions.values(), p) if keep(s)], _order)
-    page = paginate(
-        found,
-        lambda s: s.id,
-        lambda s: shapes_billing.subscription(core.store, s),
-        p,
-        "/v1/subscriptions",
-        "subscription",
-    )
-    return respond(request, page, p)
+    return respond(request, _subscriptions_page(core, p, keep), p)
+
+
+def _subscriptions_page(core: Core, p: dict[str, Any], keep: Callable[[Subscription], bool]) -> dict[str, Any]:
+    def render(sub: Subscription) -> dict[str, Any]:
+        return shapes_billing.subscription(core.store, sub)
+
+    if "customer" in p:
+        # A customer's few subscriptions (its index), sorted as the list orders them.
+        found = newest_first([s for s in core.store.subscriptions_of(p["customer"]) if keep(s)], _order)
+        return paginate(found, lambda s: s.id, render, p, "/v1/subscriptions", "subscription")
+    # A bisect of the table's list order, then the page (dated.py), not a sort of every one.
+    data, has_more = core.store.subscriptions.page(p, keep, render, "subscription")
+    return shapes.list_object(data, "/v1/subscriptions", has_more)
 
 
 @routes.get("/v1/subscriptions/{id}")

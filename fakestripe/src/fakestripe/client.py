@@ -124,6 +124,20 @@ class FakeStripeControl:
         )
         return result
 
+    # Seeding -----------------------------------------------------------------------------
+
+    async def seed_subscribers(
+        self, price: str, count: int, *, per_second: float = 100.0, start: int | None = None,
+        email_prefix: str = "seed",
+    ) -> JSON:
+        """`count` customers with an active subscription to `price`, made in-process
+        (`POST /_fake/seed/subscribers`), dated from `start` at `per_second` a second."""
+        body: JSON = {"price": price, "count": count, "per_second": per_second, "email_prefix": email_prefix}
+        if start is not None:
+            body["start"] = start
+        result: JSON = await self._call("POST", "/_fake/seed/subscribers", body)
+        return result
+
     # Webhooks ------------------------------------------------------------------------------
 
     async def add_webhook_endpoint(

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import checkout, errors, shapes
+from . import billing, checkout, errors, shapes
 from .api import Fake, fake_of, json_response
 from .api_events import create_endpoint
 from .clock import RETRY_EXHAUSTED_ACTIONS
@@ -168,6 +168,50 @@ async def complete_session(request: web.Request) -> web.Response:
             name=body.get("name"),
         )
     return json_response(checkout.session_json(core, session))
+
+
+# Seeding -----------------------------------------------------------------------------------
+
+SEED_YIELD_EVERY = 500
+
+
+@routes.post("/_fake/seed/subscribers")
+async def seed_subscribers(request: web.Request) -> web.Response:
+    """`count` customers, each with `pm_card_visa` as default and one subscription to `price`
+    (active, paid), made by the same model code as `POST /v1/customers` + `POST
+    /v1/subscriptions` (same objects, same events), dated `start` + i / `per_second`: a benchmark
+    population in seconds rather than two requests a customer."""
+    body = await body_of(request)
+    unknown = set(body) - {"price", "count", "per_second", "start", "email_prefix"}
+    if unknown:
+        raise _bad(f"unknown option(s): {', '.join(sorted(unknown))}")
+    core = fake_of(request).core
+    price = body.get("price")
+    if not isinstance(price, str) or price not in core.store.prices:
+        raise errors.resource_missing("price", str(price), param="price")
+    count = _whole_seconds("count", body.get("count"))
+    per_second = _seconds("per_second", body.get("per_second", 100))
+    if per_second <= 0:
+        raise _bad("per_second must be > 0")
+    start = _whole_seconds("start", body.get("start", int(core.clock.now() - count / per_second)))
+    prefix = body.get("email_prefix", "seed")
+    if not isinstance(prefix, str):
+        raise _bad("email_prefix must be a string")
+    started = time.monotonic()
+    ids = []
+    for i in range(count):
+        with core.operation(), core.pinned(None, start + int(i / per_second)):
+            customer = billing.create_customer(core, {
+                "email": f"{prefix}{i}@example.com",
+                "payment_method": "pm_card_visa",
+                "invoice_settings": {"default_payment_method": "pm_card_visa"},
+            })
+            billing.create_subscription(core, customer, billing.NewSubscription(items=[(price, 1)]))
+        ids.append(customer.id)
+        if i % SEED_YIELD_EVERY == SEED_YIELD_EVERY - 1:
+            await asyncio.sleep(0)  # the fake keeps answering (health checks) while it seeds
+    return json_response({"customers": len(ids), "first": ids[:1], "last": ids[-1:],
+                          "seconds": round(time.monotonic() - started, 3)})
 
 
 # Webhook endpoints -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
+from .dated import Dated, DatedTable
 from .payment_objects import PAYMENT_ID_FORMATS, PaymentObjects
 
 ALPHABET = string.ascii_letters + string.digits
@@ -67,7 +68,7 @@ class PaymentMethod:
 
 
 @dataclass
-class Customer:
+class Customer(Dated):
     id: str
     created: int
     seq: int
@@ -147,7 +148,7 @@ class SubscriptionItem:
 
 
 @dataclass
-class Subscription:
+class Subscription(Dated):
     id: str
     created: int
     seq: int
@@ -278,6 +279,36 @@ class WebhookEndpoint:
     api_version: str | None = None
 
 
+class SubscriptionTable(DatedTable[Subscription]):
+    """Subscriptions, also by customer (a subscription's customer never changes): each sync's
+    `GET /v1/subscriptions?customer=` and each entitlement summary read a customer's few, not
+    every subscription of the account."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_customer: dict[str, dict[str, None]] = {}
+
+    def __setitem__(self, object_id: str, obj: Subscription) -> None:
+        super().__setitem__(object_id, obj)
+        self._by_customer.setdefault(obj.customer, {})[object_id] = None
+
+    def __delitem__(self, object_id: str) -> None:
+        customer = self[object_id].customer
+        super().__delitem__(object_id)
+        ids = self._by_customer.get(customer, {})
+        ids.pop(object_id, None)
+        if not ids:
+            self._by_customer.pop(customer, None)
+
+    def clear(self) -> None:
+        super().clear()
+        self._by_customer.clear()
+
+    def of_customer(self, customer_id: str) -> list[Subscription]:
+        """In the order they were stored, as iterating the whole table gave them."""
+        return [self[i] for i in self._by_customer.get(customer_id, {})]
+
+
 class Store:
     """All objects, by kind and id. Not thread-safe: only the fake's event loop touches it."""
 
@@ -286,12 +317,13 @@ class Store:
         self._seq = 0
         self.clocks: dict[str, TestClock] = {}
         self.payment_methods: dict[str, PaymentMethod] = {}
-        self.customers: dict[str, Customer] = {}
+        # In list order (dated.py): a page of a `created` range is a bisect and a short walk.
+        self.customers: DatedTable[Customer] = DatedTable()
         self.products: dict[str, Product] = {}
         self.prices: dict[str, Price] = {}
         self.features: dict[str, Feature] = {}
         self.product_features: dict[str, ProductFeature] = {}
-        self.subscriptions: dict[str, Subscription] = {}
+        self.subscriptions = SubscriptionTable()
         self.invoices: dict[str, Invoice] = {}
         self.sessions: dict[str, CheckoutSession] = {}
         self.webhook_endpoints: dict[str, WebhookEndpoint] = {}
@@ -313,7 +345,7 @@ class Store:
         )
 
     def subscriptions_of(self, customer_id: str) -> list[Subscription]:
-        return [s for s in self.subscriptions.values() if s.customer == customer_id]
+        return self.subscriptions.of_customer(customer_id)
 
     def features_of_product(self, product_id: str) -> list[Feature]:
         return [
