@@ -5,12 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from api.auth import Tokens
+from api.check_cache import CheckCache
 from shared.bootstrap import Services
 from shared.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
 TOKENS = web.AppKey("tokens", Tokens)
+CHECK_CACHE = web.AppKey("check_cache", CheckCache)  # GET /v1/check's answers (api/check_cache.py)
 TOKEN_NAME = web.RequestKey("token_name", str)  # the name of the token the request carried
 
 # Every Postgres query of a request gets this long; after it the answer is 503.
