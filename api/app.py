@@ -50,7 +50,16 @@ from api import access, check_cache, metrics, sync, timeline
 from api.auth import Tokens
 from api.check_cache import CheckCache
 from api.check_feed import CheckFeed
-from api.context import CHECK_CACHE, DB_TIMEOUT_S, SERVICES, SETTINGS, TOKEN_NAME, TOKENS, services
+from api.context import (
+    CHECK_CACHE,
+    CHECK_FEED,
+    DB_TIMEOUT_S,
+    SERVICES,
+    SETTINGS,
+    TOKEN_NAME,
+    TOKENS,
+    services,
+)
 from api.errors import ApiError, error_response, json_response
 from shared import db
 from shared.bootstrap import bootstrap
@@ -192,7 +201,8 @@ async def get_check(request: web.Request) -> web.Response:
     assert feature is not None
     cache = request.app[CHECK_CACHE]
     k = check_cache.key(user_id, customer_id, feature)
-    if cache.usable:
+    feed = request.app[CHECK_FEED]
+    if cache.usable and feed is not None and feed.caught_up():
         cached = cache.get(k, time.monotonic())
         if cached is not None:
             metrics.CHECK_CACHE_HIT.inc()
@@ -230,6 +240,7 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
     app[TOKENS] = Tokens(settings.api_tokens)
     caching = settings.api_check_cache_ttl.s > 0
     app[CHECK_CACHE] = CheckCache(max_entries=CHECK_CACHE_ENTRIES if caching else 0)
+    app[CHECK_FEED] = CheckFeed(app[CHECK_CACHE], settings.database_url) if caching else None
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         async with bootstrap(settings, postgres=True, keys=keys, coalesce=False, redis_timeout_s=REDIS_TIMEOUT_S,
@@ -238,7 +249,7 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
             async with deps.pool.acquire() as conn:
                 await db.migrate(conn)
             app[SERVICES] = deps
-            feed = CheckFeed(app[CHECK_CACHE], settings.database_url) if caching else None
+            feed = app[CHECK_FEED]
             if feed is not None:
                 feed.start()
             log.info("api.started", port=settings.api_port, tokens=sorted(settings.api_tokens),

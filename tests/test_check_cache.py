@@ -71,47 +71,71 @@ steps = st.lists(st.one_of(fills, fills, st.builds(Heard, changes), st.builds(Ti
                            st.builds(Down, st.booleans())), max_size=40)
 
 
-def run(plan: list[object], cap: int, lag: int) -> None:
-    """Play the plan; a fill is read at its step and kept `lag` steps later (a query in flight).
-    A model of what may be served is kept beside the cache and compared at every step."""
-    cache = CheckCache(max_entries=cap)
-    cache.open()
-    now = 0.0
-    model: dict[Key, tuple[bytes, float, frozenset[str]]] = {}
-    in_flight: list[tuple[int, Fill, int, bytes, bool]] = []  # (due step, fill, generation, body, still valid)
-    for n, step in enumerate([*plan, *[Tick(0.0)] * lag]):
-        due = [f for f in in_flight if f[0] <= n]
-        in_flight = [f for f in in_flight if f[0] > n]
+@dataclass
+class Play:
+    """A cache and, beside it, a model of what it may serve; a fill is read at its step and
+    kept `lag` steps later (a query in flight)."""
+
+    cap: int
+    lag: int
+    now: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.cache = CheckCache(max_entries=self.cap)
+        self.cache.open()
+        self.model: dict[Key, tuple[bytes, float, frozenset[str]]] = {}
+        # (due step, fill, generation, body, nothing heard since it was read)
+        self.in_flight: list[tuple[int, Fill, int, bytes, bool]] = []
+
+    def keep_due(self, n: int) -> None:
+        due = [f for f in self.in_flight if f[0] <= n]
+        self.in_flight = [f for f in self.in_flight if f[0] > n]
         for _, fill, generation, body, valid in due:
-            kept = cache.put(fill.key, body, customers=fill.customers, life_s=fill.life_s, now=now,
-                             generation=generation)
-            assert kept == (valid and fill.life_s > 0 and cache.usable)
+            kept = self.cache.put(fill.key, body, customers=fill.customers, life_s=fill.life_s, now=self.now,
+                                  generation=generation)
+            assert kept == (valid and fill.life_s > 0 and self.cache.usable)
             if kept:
-                model[fill.key] = (body, now + fill.life_s, tags_of(fill.key, fill.customers))
+                self.model[fill.key] = (body, self.now + fill.life_s, tags_of(fill.key, fill.customers))
+
+    def spoil_in_flight(self) -> None:
+        self.in_flight = [(d, f, g, b, False) for d, f, g, b, _ in self.in_flight]
+
+    def step(self, n: int, step: object) -> None:
         if isinstance(step, Fill):
-            in_flight.append((n + lag, step, cache.generation, f"{n}".encode(), cache.usable))
+            self.in_flight.append((n + self.lag, step, self.cache.generation, f"{n}".encode(), self.cache.usable))
         elif isinstance(step, Heard):
-            cache.apply(step.change)
-            in_flight = [(d, f, g, b, False) for d, f, g, b, _ in in_flight]
-            model = {k: v for k, v in model.items() if not step.change.everything and not v[2] & step.change.tags}
+            self.cache.apply(step.change)
+            self.spoil_in_flight()
+            self.model = {k: v for k, v in self.model.items()
+                          if not step.change.everything and not v[2] & step.change.tags}
         elif isinstance(step, Tick):
-            now += step.s
+            self.now += step.s
         elif isinstance(step, Down):
-            cache.close()
-            model = {}
-            in_flight = [(d, f, g, b, False) for d, f, g, b, _ in in_flight]
+            self.cache.close()
+            self.model = {}
+            self.spoil_in_flight()
             if step.up_again:
-                cache.open()
-        assert len(cache) <= cap
-        for k in list(model):
-            if model[k][1] <= now:
-                del model[k]
-        for k in {f.key for f in plan if isinstance(f, Fill)}:
-            got = cache.get(k, now)
+                self.cache.open()
+
+    def compare(self, keys: set[Key]) -> None:
+        assert len(self.cache) <= self.cap
+        self.model = {k: v for k, v in self.model.items() if v[1] > self.now}
+        for k in keys:
+            got = self.cache.get(k, self.now)
             if got is not None:
-                assert k in model and got == model[k][0], (k, got)  # never a removed answer
-            elif cap >= 100:
-                assert k not in model, k  # with room, nothing live is lost
+                assert k in self.model, k  # never a removed answer...
+                assert got == self.model[k][0], k  # ...nor another one
+            elif self.cap >= 100:
+                assert k not in self.model, k  # with room, nothing live is lost
+
+
+def run(plan: list[object], cap: int, lag: int) -> None:
+    play = Play(cap, lag)
+    keys = {f.key for f in plan if isinstance(f, Fill)}
+    for n, step in enumerate([*plan, *[Tick(0.0)] * lag]):
+        play.keep_due(n)
+        play.step(n, step)
+        play.compare(keys)
 
 
 @given(plan=steps, lag=st.integers(0, 3))
