@@ -51,6 +51,7 @@ from api.auth import Tokens
 from api.check_cache import CheckCache
 from api.check_feed import CheckFeed
 from api.context import (
+    CACHE_HIT,
     CHECK_CACHE,
     CHECK_FEED,
     DB_TIMEOUT_S,
@@ -141,8 +142,9 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         token = request.get(TOKEN_NAME, "-")
         metrics.REQUESTS.labels(route, str(status), token).inc()
         metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
-        log.info("api.request", method=request.method, route=route, status=status, token=token,
-                 ms=round(elapsed * 1000, 2))
+        emit = log.debug if request.get(CACHE_HIT, False) else log.info
+        emit("api.request", method=request.method, route=route, status=status, token=token,
+             ms=round(elapsed * 1000, 2))
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -206,6 +208,7 @@ async def get_check(request: web.Request) -> web.Response:
         cached = cache.get(k, time.monotonic())
         if cached is not None:
             metrics.CHECK_CACHE_HIT.inc()
+            request[CACHE_HIT] = True
             return _json_body(cached)
         metrics.CHECK_CACHE_MISS.inc()
     else:
