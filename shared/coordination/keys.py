@@ -56,7 +56,11 @@ class Keys:
 
     def unit_events(self, unit: Unit) -> str:
         """Accepted events not yet written to the ledger, oldest first."""
-        return f"{self.unit(unit)}:events"
+        return self.events_of(self.unit(unit))
+
+    def events_of(self, unit_key: str) -> str:
+        """`unit_events` of the unit whose hash is `unit_key` (the receiver has it at hand)."""
+        return f"{unit_key}:events"
 
     @property
     def parked(self) -> str:
