@@ -9,6 +9,7 @@ unless the deployment asks for one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from arq.constants import job_key_prefix
 
@@ -48,7 +49,7 @@ class Keys:
         head, tail = self.unit_key_parts
         return f"{head}{unit.wire}{tail}"
 
-    @property
+    @cached_property  # the receiver names a unit's keys on every event
     def unit_key_parts(self) -> tuple[str, str]:
         """`unit(u) == head + u.wire + tail`: for the timer script, which finds units in sorted
         sets and is handed these two parts rather than spelling the name itself."""
