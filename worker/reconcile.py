@@ -144,6 +144,34 @@ async def _queue_all(deps: Services, customer_ids: set[str], *, reason: str = "r
                                for cid in ordered[start:start + ACCEPT_BATCH]))
 
 
+class _EarlyQueue:
+    """Customers the sweep knows to differ before its lists end (we hold nothing of them: after
+    a lost database, all of them), queued a batch at a time while the listing goes on, so their
+    syncs start sooner and the sweep does not end with 10,000 accepts to make."""
+
+    def __init__(self, deps: Services) -> None:
+        self.deps = deps
+        self.queued: set[str] = set()
+        self.batch: set[str] = set()
+        self.sends: list[asyncio.Task[None]] = []
+
+    def add(self, customer_id: str) -> None:
+        if customer_id in self.queued:
+            return
+        self.queued.add(customer_id)
+        self.batch.add(customer_id)
+        if len(self.batch) >= ACCEPT_BATCH:
+            self.sends.append(asyncio.create_task(_queue_all(self.deps, self.batch)))
+            self.batch = set()
+
+    async def close(self) -> None:
+        """Queue what is left; raises what a batch raised (the sweep then fails, as before)."""
+        if self.batch:
+            self.sends.append(asyncio.create_task(_queue_all(self.deps, self.batch)))
+            self.batch = set()
+        await asyncio.gather(*self.sends)
+
+
 def _user_differs(customer: Customer, user_id: str | None, source: str | None, deleted: bool) -> bool:
     """Whether Stripe's customer may map to another user than the one we hold (or was deleted):
     a user from a Checkout Session is not on the customer, so only metadata can differ."""
@@ -192,22 +220,27 @@ async def _list_account(deps: Services, path: str, params: dict[str, Any], clock
 async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]:
     """List everything, compare with our copy, queue a sync for each customer that differs."""
     started = time.monotonic()
-    ours = await _our_fingerprints(deps)
     known = {
         r["customer_id"]: (r["user_id"], r["user_id_source"], r["deleted"])
         for r in await deps.pool.fetch("SELECT customer_id, user_id, user_id_source, deleted FROM customers")
     }
     clocks = [r["test_clock"] for r in await deps.pool.fetch(
         "SELECT DISTINCT test_clock FROM customers WHERE test_clock IS NOT NULL ORDER BY 1")]
+    # Our copy is read while the lists are on their way: the rate limit sets the sweep's pace,
+    # not this read (docs/benchmarks.md, "Reconciliation sweep").
+    ours_read = asyncio.create_task(_our_fingerprints(deps))
     theirs: dict[str, dict[str, tuple[Any, ...]]] = defaultdict(dict)
     listed: set[str] = set()
     differing: set[str] = set()
     floors = await _floors(deps)
     oldest: dict[str, int] = {}
+    early = _EarlyQueue(deps)
 
     def take_subscription(raw: dict[str, Any]) -> None:
         sub = parse_subscription(raw)
         theirs[sub.customer_id][sub.id] = _fingerprint(sub)
+        if sub.customer_id not in known:
+            early.add(sub.customer_id)  # we hold nothing of it: it differs whatever the rest says
         seen_subs.add(sub.id)
         if len(seen_subs) % progress_every == 0:
             log.info("reconcile.sweep_progress", subscriptions=len(seen_subs),
@@ -221,13 +254,18 @@ async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]
             differing.add(customer.id)
 
     seen_subs: set[str] = set()
-    # Both lists, each by `created` ranges side by side (worker/listing.py): the shared rate
-    # limit sets the pace, not one cursor's round trips (docs/benchmarks.md, "Reconciliation").
-    # and paid one-time sessions and open disputes (worker/sweep_payments.py, docs/contract.md §12)
-    _, _, payments = await asyncio.gather(
-        _list_account(deps, SUBSCRIPTIONS, {"status": "all"}, clocks, floors, oldest, take_subscription),
-        _list_account(deps, CUSTOMERS, {}, clocks, floors, oldest, take_customer),
-        sweep_payments(deps))
+    try:
+        # Both lists, each by `created` ranges side by side (worker/listing.py): the shared rate
+        # limit sets the pace, not one cursor's round trips (docs/benchmarks.md, "Reconciliation").
+        # and paid one-time sessions and open disputes (worker/sweep_payments.py, docs/contract.md §12)
+        _, _, payments = await asyncio.gather(
+            _list_account(deps, SUBSCRIPTIONS, {"status": "all"}, clocks, floors, oldest, take_subscription),
+            _list_account(deps, CUSTOMERS, {}, clocks, floors, oldest, take_customer),
+            sweep_payments(deps))
+        ours = await ours_read
+    finally:
+        ours_read.cancel()
+        await early.close()
     seen = len(seen_subs)
     differing |= {c for c in set(ours) | set(theirs) if ours.get(c, {}) != theirs.get(c, {})}
     # Customers we hold that Stripe no longer lists were deleted.
@@ -236,7 +274,7 @@ async def sweep(deps: Services, *, progress_every: int = 1000) -> dict[str, int]
                   if c not in listed and not deleted and not c.startswith("cs_")}
 
     # The catalog is the catalog poll's (RECONCILE_CATALOG_EVERY), not the sweep's.
-    await _queue_all(deps, differing)
+    await _queue_all(deps, differing - early.queued)
     took = time.monotonic() - started
     result = {"subscriptions": seen, "customers": len(listed), "queued": len(differing), "seconds": int(took),
               **payments,
