@@ -11,16 +11,11 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
-import stripe
 from stripe.params import InvoiceRetrieveParams
 from stripe.params.checkout import SessionLineItemListParams
 
 from shared.access import Charge, Purchase, is_purchase, parse_charge, parse_purchase
-from shared.stripe_api.reader import PAGE, StripeReader
-
-
-def _missing(exc: stripe.InvalidRequestError) -> bool:
-    return exc.http_status == 404 or exc.code == "resource_missing"
+from shared.stripe_api.reader import PAGE, StripeReader, retrieved
 
 
 async def _list(reader: StripeReader, path: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -90,13 +85,7 @@ async def _none() -> tuple[Charge, ...]:
 
 
 async def charge(reader: StripeReader, charge_id: str) -> dict[str, Any] | None:
-    try:
-        obj = await reader.client.v1.charges.retrieve_async(charge_id)
-    except stripe.InvalidRequestError as exc:
-        if _missing(exc):
-            return None
-        raise
-    return obj.to_dict()
+    return await retrieved(reader.client.v1.charges.retrieve_async(charge_id))
 
 
 async def session_of_intent(reader: StripeReader, payment_intent: str) -> dict[str, Any] | None:
@@ -109,15 +98,10 @@ async def session_of_intent(reader: StripeReader, payment_intent: str) -> dict[s
 async def invoice_payment_intent(reader: StripeReader, invoice_id: str) -> str | None:
     """The PaymentIntent that paid an invoice: its `payments` (includable,
     https://docs.stripe.com/api/invoice-payment); None when it is not paid by one."""
-    try:
-        inv = await reader.client.v1.invoices.retrieve_async(
-            invoice_id, cast(InvoiceRetrieveParams, {"expand": ["payments"]})
-        )
-    except stripe.InvalidRequestError as exc:
-        if _missing(exc):
-            return None
-        raise
-    raw = inv.to_dict()
+    raw = await retrieved(reader.client.v1.invoices.retrieve_async(
+        invoice_id, cast(InvoiceRetrieveParams, {"expand": ["payments"]})))
+    if raw is None:
+        return None
     payments = raw.get("payments")
     for entry in payments.get("data", []) if isinstance(payments, Mapping) else []:
         payment = entry.get("payment") if isinstance(entry, Mapping) else None

@@ -25,6 +25,17 @@ def _missing(exc: stripe.InvalidRequestError) -> bool:
     return exc.http_status == 404 or exc.code == "resource_missing"
 
 
+async def retrieved(fetch: Awaitable[stripe.StripeObject]) -> dict[str, Any] | None:
+    """A retrieve's object as a dict; None when Stripe says there is no such object."""
+    try:
+        obj = await fetch
+    except stripe.InvalidRequestError as exc:
+        if _missing(exc):
+            return None
+        raise
+    return obj.to_dict()
+
+
 class StripeReader:
     def __init__(self, client: stripe.StripeClient) -> None:
         self.client = client
@@ -61,31 +72,13 @@ class StripeReader:
         sub["items"] = {**items, "data": data, "has_more": False}
 
     async def customer(self, customer_id: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.v1.customers.retrieve_async(customer_id, {"expand": ["test_clock"]})
-        except stripe.InvalidRequestError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return obj.to_dict()
+        return await retrieved(self.client.v1.customers.retrieve_async(customer_id, {"expand": ["test_clock"]}))
 
     async def subscription(self, subscription_id: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.v1.subscriptions.retrieve_async(subscription_id)
-        except stripe.InvalidRequestError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return obj.to_dict()
+        return await retrieved(self.client.v1.subscriptions.retrieve_async(subscription_id))
 
     async def checkout_session(self, session_id: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.v1.checkout.sessions.retrieve_async(session_id)
-        except stripe.InvalidRequestError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return obj.to_dict()
+        return await retrieved(self.client.v1.checkout.sessions.retrieve_async(session_id))
 
     async def checkout_user_id(self, customer_id: str) -> str | None:
         """client_reference_id of the customer's newest completed Checkout Session that has one."""
@@ -105,22 +98,11 @@ class StripeReader:
         return frozenset([e.lookup_key async for e in page.auto_paging_iter()])
 
     async def clock_time(self, clock_id: str) -> int | None:
-        try:
-            clock = await self.client.v1.test_helpers.test_clocks.retrieve_async(clock_id)
-        except stripe.InvalidRequestError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return int(clock.frozen_time)
+        clock = await retrieved(self.client.v1.test_helpers.test_clocks.retrieve_async(clock_id))
+        return None if clock is None else int(clock["frozen_time"])
 
     async def product(self, product_id: str) -> dict[str, Any] | None:
-        try:
-            obj = await self.client.v1.products.retrieve_async(product_id)
-        except stripe.InvalidRequestError as exc:
-            if _missing(exc):
-                return None
-            raise
-        return obj.to_dict()
+        return await retrieved(self.client.v1.products.retrieve_async(product_id))
 
     async def product_features(self, product_id: str) -> list[dict[str, Any]]:
         """The product's attached features: `[{"id": "feat_...", "lookup_key": ..., "active": ...}]`
