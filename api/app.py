@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
@@ -219,7 +220,8 @@ async def get_check(request: web.Request) -> web.Response:
     body = orjson.dumps(answer.body)
     ends_in_s = None if answer.first_end is None else (answer.first_end - datetime.now(UTC)).total_seconds()
     cache.put(k, body, customers=answer.customers,
-              life_s=check_cache.entry_life_s(request.app[SETTINGS].api_check_cache_ttl.s, ends_in_s),
+              life_s=check_cache.entry_life_s(request.app[SETTINGS].api_check_cache_ttl.s, ends_in_s,
+                                             spread=random.random()),
               now=time.monotonic(), generation=generation)
     return _json_body(body)
 

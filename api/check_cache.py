@@ -10,7 +10,8 @@ is the thin shell that listens and calls `apply`. This module decides:
   notification drops every entry carrying one of its tags; `*` drops everything. An unknown
   user's answer (no customer) carries its user tag only: the insert of its first customer names
   it.
-- **How long an answer lives** (`entry_life_s`): at most the cap (`API_CHECK_CACHE_TTL`), and
+- **How long an answer lives** (`entry_life_s`): at most the cap (`API_CHECK_CACHE_TTL`; each
+  answer a random part of its second half, so answers filled together do not expire together), and
   never past the earliest `valid_until` of the grants it counts: past it the view stops counting
   that grant, so the quantity, or the answer, changes without any write. Time alone never adds
   a grant (the view only loses rows as `now()` moves), so a refusal lives the whole cap.
@@ -99,12 +100,19 @@ def parse_change(payload: str) -> Change:
     return Change(customer_id=customer, user_ids=frozenset(users))
 
 
-def entry_life_s(ttl_s: float, ends_in_s: float | None) -> float:
-    """How long an answer may be served: the cap, never past the earliest `valid_until` of the
-    grants it counts (`ends_in_s` from now; None: it counts none, or only grants for ever)."""
+# A cap's share each answer may lose at random: answers filled together (a cold start, a burst
+# of new users) then expire spread over the second half of the cap, not in one wave of misses.
+CAP_SPREAD = 0.5
+
+
+def entry_life_s(ttl_s: float, ends_in_s: float | None, spread: float = 0.0) -> float:
+    """How long an answer may be served: the cap less `spread` (in [0, 1), the caller's random
+    draw) times CAP_SPREAD of it, never past the earliest `valid_until` of the grants it counts
+    (`ends_in_s` from now; None: it counts none, or only grants for ever). Never over the cap."""
+    cap = max(0.0, ttl_s) * (1.0 - CAP_SPREAD * min(max(spread, 0.0), 1.0))
     if ends_in_s is None:
-        return max(0.0, ttl_s)
-    return max(0.0, min(ttl_s, ends_in_s))
+        return cap
+    return max(0.0, min(cap, ends_in_s))
 
 
 @dataclass(slots=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -206,6 +207,11 @@ def test_entry_life_is_the_cap_and_never_past_the_earliest_grant_end() -> None:
     assert entry_life_s(30, 90) == 30
     assert entry_life_s(30, -1) == 0
     assert entry_life_s(0, None) == 0
+    # the spread shortens the cap, by at most half, and never lengthens it
+    assert entry_life_s(30, None, spread=0.999999) == pytest.approx(15, abs=1e-3)
+    assert entry_life_s(30, None, spread=0.5) == 22.5
+    assert entry_life_s(30, 4.5, spread=0.9) == 4.5
+    assert entry_life_s(30, None, spread=7) == 15
 
 
 def test_payloads() -> None:
