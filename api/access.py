@@ -1,4 +1,5 @@
-"""`GET /v1/access` and `GET /v1/check`: a user's (or customer's) access, straight from Postgres.
+"""`GET /v1/access` and `GET /v1/check`: a user's (or customer's) access, read from Postgres
+(`GET /v1/check` through the api's answer cache, api/check_cache.py, kept current by Postgres).
 
 Both read the public views of docs/contract.md §7 (`active_entitlements`, `active_limits`), so they
 agree with every other reader: a grant counts only while `valid_until` is in the future, and a
@@ -9,6 +10,7 @@ them grants it, until the latest `valid_until`, with the quantities summed; limi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -37,26 +39,45 @@ def valid_id(value: str | None, name: str, *, required: bool = True) -> str | No
     return value
 
 
+# `first_end` and `customers` are for the check cache (api/check_cache.py): an answer may be
+# kept until its earliest grant ends, and depends on the customers its grants come from.
 CHECK_SQL = """
-SELECT max(valid_until) AS valid_until, sum(quantity)::bigint AS quantity, count(*) AS n
+SELECT max(valid_until) AS valid_until, min(valid_until) AS first_end, sum(quantity)::bigint AS quantity,
+    count(*) AS n, array_agg(DISTINCT customer_id) AS customers
 FROM active_entitlements WHERE user_id = $1 AND feature = $2
 """
 CHECK_BY_CUSTOMER_SQL = """
-SELECT max(valid_until) AS valid_until, sum(quantity)::bigint AS quantity, count(*) AS n
+SELECT max(valid_until) AS valid_until, min(valid_until) AS first_end, sum(quantity)::bigint AS quantity,
+    count(*) AS n, array_agg(DISTINCT customer_id) AS customers
 FROM active_entitlements WHERE customer_id = $1 AND feature = $2
 """
 
 
+@dataclass(frozen=True)
+class CheckAnswer:
+    """`body`: `{"allowed", "valid_until", "quantity"}`; `customers`: whose grants it counts;
+    `first_end`: the earliest `valid_until` of those grants (None: none, or all for ever)."""
+
+    body: dict[str, Any]
+    customers: tuple[str, ...]
+    first_end: datetime | None
+
+
 async def check(pool: asyncpg.Pool, *, user_id: str | None, customer_id: str | None, feature: str,
-                timeout_s: float) -> dict[str, Any]:
-    """`{"allowed", "valid_until", "quantity"}`; an unknown user is simply not allowed."""
+                timeout_s: float) -> CheckAnswer:
+    """An unknown user is simply not allowed."""
     if user_id is not None:
         row = await pool.fetchrow(CHECK_SQL, user_id, feature, timeout=timeout_s)
     else:
         row = await pool.fetchrow(CHECK_BY_CUSTOMER_SQL, customer_id, feature, timeout=timeout_s)
     if row is None or row["n"] == 0:
-        return {"allowed": False, "valid_until": None, "quantity": 0}
-    return {"allowed": True, "valid_until": iso(row["valid_until"]), "quantity": int(row["quantity"])}
+        return CheckAnswer({"allowed": False, "valid_until": None, "quantity": 0}, (), None)
+    first_end: datetime = row["first_end"]
+    return CheckAnswer(
+        {"allowed": True, "valid_until": iso(row["valid_until"]), "quantity": int(row["quantity"])},
+        tuple(row["customers"]),
+        None if first_end.year >= 9999 else first_end,
+    )
 
 
 async def access(pool: asyncpg.Pool, *, user_id: str | None, customer_id: str | None,

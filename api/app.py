@@ -13,6 +13,9 @@ How it is put together
   route, the status and the token's *name*, and the metrics of `api/metrics.py`. No response
   carries a `Server:` banner (`harden`), and `python -m api` serves with `shared.serving`'s
   runner (JSON answers to HTTP parser errors, a deadline for request heads).
+- `GET /v1/check` answers from an in-process cache (`api/check_cache.py`) while its LISTEN
+  connection to Postgres is up (`api/check_feed.py`, started in `cleanup_ctx`), and reads
+  Postgres otherwise; `API_CHECK_CACHE_TTL=0` turns the cache off.
 - Routes: `/healthz`, `/readyz`, `/metrics` (here), `/v1/access`, `/v1/check` (`api/access.py`),
   `/v1/sync` (`api/sync.py`), `/v1/customers/{id}/timeline` (`api/timeline.py`).
 
@@ -32,18 +35,33 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 import redis.exceptions
 import structlog
 from aiohttp import web
 
-from api import access, metrics, sync, timeline
+from api import access, check_cache, metrics, sync, timeline
 from api.auth import Tokens
-from api.context import DB_TIMEOUT_S, SERVICES, SETTINGS, TOKEN_NAME, TOKENS, services
+from api.check_cache import CheckCache
+from api.check_feed import CheckFeed
+from api.context import (
+    CACHE_HIT,
+    CHECK_CACHE,
+    CHECK_FEED,
+    DB_TIMEOUT_S,
+    SERVICES,
+    SETTINGS,
+    TOKEN_NAME,
+    TOKENS,
+    services,
+)
 from api.errors import ApiError, error_response, json_response
 from shared import db
 from shared.bootstrap import bootstrap
@@ -62,6 +80,8 @@ REDIS_TIMEOUT_S = 2.0
 POOL_SIZE = 10
 # How long a starting API waits for Postgres (a restart) before giving up.
 STARTUP_DB_WAIT_S = 60.0
+# Answers the check cache holds at most (least recently used out first): ~0.5 KiB each.
+CHECK_CACHE_ENTRIES = 100_000
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Mount = Callable[[web.Application], None]
@@ -123,8 +143,9 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         token = request.get(TOKEN_NAME, "-")
         metrics.REQUESTS.labels(route, str(status), token).inc()
         metrics.REQUEST_SECONDS.labels(route).observe(elapsed)
-        log.info("api.request", method=request.method, route=route, status=status, token=token,
-                 ms=round(elapsed * 1000, 2))
+        emit = log.debug if request.get(CACHE_HIT, False) else log.info
+        emit("api.request", method=request.method, route=route, status=status, token=token,
+             ms=round(elapsed * 1000, 2))
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -172,13 +193,37 @@ async def get_access(request: web.Request) -> web.Response:
     return json_response(found)
 
 
+def _json_body(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json")
+
+
 async def get_check(request: web.Request) -> web.Response:
+    """From the check cache while its LISTEN is up (api/check_cache.py), else from Postgres."""
     user_id, customer_id = _subject(request)
     feature = access.valid_id(request.query.get("feature"), "feature")
     assert feature is not None
+    cache = request.app[CHECK_CACHE]
+    k = check_cache.key(user_id, customer_id, feature)
+    feed = request.app[CHECK_FEED]
+    if cache.usable and feed is not None and feed.caught_up():
+        cached = cache.get(k, time.monotonic())
+        if cached is not None:
+            metrics.CHECK_CACHE_HIT.inc()
+            request[CACHE_HIT] = True
+            return _json_body(cached)
+        metrics.CHECK_CACHE_MISS.inc()
+    else:
+        metrics.CHECK_CACHE_BYPASS.inc()
+    generation = cache.generation  # before reading: a change heard meanwhile refuses the fill
     answer = await access.check(services(request).pool, user_id=user_id, customer_id=customer_id,
                                 feature=feature, timeout_s=DB_TIMEOUT_S)
-    return json_response(answer)
+    body = orjson.dumps(answer.body)
+    ends_in_s = None if answer.first_end is None else (answer.first_end - datetime.now(UTC)).total_seconds()
+    cache.put(k, body, customers=answer.customers,
+              life_s=check_cache.entry_life_s(request.app[SETTINGS].api_check_cache_ttl.s, ends_in_s,
+                                             spread=random.random()),
+              now=time.monotonic(), generation=generation)
+    return _json_body(body)
 
 
 def _optional_mounts() -> list[Mount]:
@@ -198,6 +243,9 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
     app = harden(web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_middleware]))
     app[SETTINGS] = settings
     app[TOKENS] = Tokens(settings.api_tokens)
+    caching = settings.api_check_cache_ttl.s > 0
+    app[CHECK_CACHE] = CheckCache(max_entries=CHECK_CACHE_ENTRIES if caching else 0)
+    app[CHECK_FEED] = CheckFeed(app[CHECK_CACHE], settings.database_url) if caching else None
 
     async def services_ctx(app: web.Application) -> AsyncIterator[None]:
         async with bootstrap(settings, postgres=True, keys=keys, coalesce=False, redis_timeout_s=REDIS_TIMEOUT_S,
@@ -206,8 +254,16 @@ def create_app(settings: Settings, *, keys: Keys | None = None, mounts: Iterable
             async with deps.pool.acquire() as conn:
                 await db.migrate(conn)
             app[SERVICES] = deps
-            log.info("api.started", port=settings.api_port, tokens=sorted(settings.api_tokens))
-            yield
+            feed = app[CHECK_FEED]
+            if feed is not None:
+                feed.start()
+            log.info("api.started", port=settings.api_port, tokens=sorted(settings.api_tokens),
+                     check_cache_ttl_s=settings.api_check_cache_ttl.s)
+            try:
+                yield
+            finally:
+                if feed is not None:
+                    await feed.close()
 
     app.cleanup_ctx.append(services_ctx)
     app.router.add_get("/healthz", healthz)

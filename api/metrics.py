@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "entitled_api_requests_total",
@@ -19,4 +19,20 @@ SYNCS = Counter(
     "entitled_api_syncs_total",
     "POST /v1/sync calls, by outcome.",
     ["outcome"],  # done | queued | throttled | unavailable | unknown
+)
+CHECK_CACHE = Counter(
+    "entitled_api_check_cache_total",
+    "GET /v1/check answers, by where they came from.",
+    ["outcome"],  # hit | miss (read Postgres) | bypass (the cache is off or its LISTEN is down)
+)
+CHECK_CACHE_HIT = CHECK_CACHE.labels("hit")
+CHECK_CACHE_MISS = CHECK_CACHE.labels("miss")
+CHECK_CACHE_BYPASS = CHECK_CACHE.labels("bypass")
+CHECK_CACHE_DROPS = Counter(
+    "entitled_api_check_cache_dropped_total",
+    "Cached check answers dropped by a notification of Postgres (entitled_access).",
+)
+CHECK_CACHE_UP = Gauge(
+    "entitled_api_check_cache_listening",
+    "1 while the LISTEN on entitled_access is in place and the check cache is used.",
 )

@@ -25,7 +25,8 @@ import structlog
 from aiohttp import web
 
 from api import access, metrics
-from api.context import DB_TIMEOUT_S, services
+from api.check_cache import Change
+from api.context import CHECK_CACHE, DB_TIMEOUT_S, services
 from api.errors import ApiError, json_response
 from shared.bootstrap import Services
 from shared.coordination import RunDone, Unit, UnitKind
@@ -139,6 +140,10 @@ async def post_sync(request: web.Request) -> web.Response:
     found = None
     if customer is not None:
         found = await access.access(deps.pool, user_id=None, customer_id=customer, timeout_s=DB_TIMEOUT_S)
+        # The run's commit is read now; its notification may still be on its way to the check
+        # cache: the caller's next check must not see what was before (docs/contract.md §10).
+        user_ids = frozenset({found["user_id"]} if found is not None and found["user_id"] else set())
+        request.app[CHECK_CACHE].apply(Change(customer_id=customer, user_ids=user_ids))
     if found is None:
         metrics.SYNCS.labels("unknown").inc()
         raise ApiError(404, "not_found", f"Stripe knows no customer for {subject}")

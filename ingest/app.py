@@ -58,7 +58,17 @@ COORDINATOR = web.AppKey("coordinator", Coordinator)
 
 
 def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+    return _answer(orjson.dumps(payload), status)
+
+
+def _answer(body: bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+# The common answers, encoded once.
+_RECEIVED = orjson.dumps({"received": True})
+_IGNORED = orjson.dumps({"received": True, "ignored": True})
+_DUPLICATE = orjson.dumps({"received": True, "duplicate": True})
 
 
 def _reject(reason: str, message: str, status: int = 400, **fields: str) -> web.Response:
@@ -140,7 +150,7 @@ async def webhook(request: web.Request) -> web.Response:
     if work.unit is None:
         metrics.received(event_type, "ignored").inc()
         log.debug("ingest.ignored", event_id=event_id, event_type=event_type)
-        return _json({"received": True, "ignored": True})
+        return _answer(_IGNORED)
     record = tracing.stamp(AcceptedEvent.now(event_id, event_type, "webhook", created, **hints))
     # A thin event may share its id with the snapshot event the Events API poller later
     # feeds for it; keep their dedupe keys apart so the snapshot is not taken for a repeat.
@@ -160,12 +170,12 @@ async def webhook(request: web.Request) -> web.Response:
     if outcome == "duplicate":
         metrics.received(event_type, "duplicate").inc()
         log.debug("ingest.duplicate", event_id=event_id, event_type=event_type)
-        return _json({"received": True, "duplicate": True})
+        return _answer(_DUPLICATE)
     metrics.received(event_type, "queued").inc()
     # debug, not info: the worker records every event in the ledger (`entitled show`)
     log.debug("ingest.queued", event_id=event_id, event_type=event_type, unit=work.unit.wire,
               item=work.catalog_item, outcome=outcome)
-    return _json({"received": True})
+    return _answer(_RECEIVED)
 
 
 async def healthz(_request: web.Request) -> web.Response:

@@ -43,21 +43,32 @@ def signature_timestamp(header: str) -> int:
     raise RejectedError("malformed_signature", "Stripe-Signature header has no valid t= timestamp")
 
 
-def signature_matches(body: bytes, header: str, secret: str) -> bool:
-    """`stripe.WebhookSignature.verify_header(body, header, secret, tolerance=None)` without raising:
-    the header's first `t=` (as `int()` reads it) and every `v1=`, split as the SDK splits them."""
-    if not secret.strip(" \t\r\n\f\v"):
-        return False
+def parse_header(header: str) -> tuple[int, list[str]] | None:
+    """The header's first `t=` (as `int()` reads it) and every `v1=`, split as the SDK splits
+    them; None when the SDK would find no timestamp."""
     items = [item.split("=", 2) for item in header.split(",")]
     try:
         # every `t` is read (a bare `t` fails), then the first is taken: the SDK's order
         timestamp = int([i[1] for i in items if i[0] == "t"][0])  # noqa: RUF015
         signatures = [i[1] for i in items if i[0] == "v1"]
     except (IndexError, ValueError):
+        return None
+    return timestamp, signatures
+
+
+def _signed_by(body: bytes, parsed: tuple[int, list[str]], secret: str) -> bool:
+    if not secret.strip(" \t\r\n\f\v"):
         return False
-    expected = hmac.digest(secret.encode(), b"%d.%b" % (timestamp, body), "sha256").hex()
+    timestamp, signatures = parsed
+    expected = hmac.digest(secret.encode(), b"%d.%b" % (timestamp, body), "sha256").hex().encode()
     # bytes, so a header of any characters compares (and never raises) in constant time
-    return any(hmac.compare_digest(expected.encode(), s.encode("utf-8", "surrogatepass")) for s in signatures)
+    return any(hmac.compare_digest(expected, s.encode("utf-8", "surrogatepass")) for s in signatures)
+
+
+def signature_matches(body: bytes, header: str, secret: str) -> bool:
+    """`stripe.WebhookSignature.verify_header(body, header, secret, tolerance=None)` without raising."""
+    parsed = parse_header(header)
+    return parsed is not None and _signed_by(body, parsed, secret)
 
 
 def verify(body: bytes, header: str | None, secrets: Sequence[str], now: float,
@@ -75,7 +86,9 @@ def verify(body: bytes, header: str | None, secrets: Sequence[str], now: float,
             # Stripe signs UTF-8 JSON; these bytes cannot be what it signed.
             raise RejectedError("invalid_signature", "body is not UTF-8, so it cannot carry a valid signature") from None
     # no tolerance in the match: the freshness check below covers both directions.
-    if not any(signature_matches(body, header, secret) for secret in secrets):
+    # the header is parsed once for every secret (a roll configures several)
+    parsed = parse_header(header)
+    if parsed is None or not any(_signed_by(body, parsed, secret) for secret in secrets):
         raise RejectedError("invalid_signature", "no signature matches any configured webhook secret")
     if timestamp < now - tolerance_s:
         raise RejectedError("stale_timestamp", f"signature timestamp is more than {tolerance_s}s old")

@@ -187,6 +187,10 @@ class Settings(BaseSettings):
     webhook_retry_first: DurationSetting = Duration(10.0)
     webhook_retry_cap: DurationSetting = Duration(3600.0)
     webhook_give_up_after: DurationSetting = Duration(3 * 86400.0)
+    # The api's answer cache of GET /v1/check (docs/contract.md §10): Postgres's notifications
+    # keep it current; this caps an answer's life for the writes they cannot reach (a restore with
+    # triggers disabled). 0 turns the cache off: every check reads Postgres.
+    api_check_cache_ttl: DurationSetting = Duration(30.0)
 
     # --- tracing (shared/tracing.py): OpenTelemetry's own variable; unset or empty: off ---
     otel_exporter_otlp_endpoint: str | None = None

@@ -130,23 +130,24 @@ def _span(name: str, kind: SpanKind | None, links: Sequence[Link], attrs: Mappin
 
 
 class span:  # noqa: N801 - used like a function: `with tracing.span(...)` / `async with ...`
-    """A span as the current one for the block, sync or async; nothing while tracing is off."""
+    """A span as the current one for the block, sync or async; nothing while tracing is off
+    (not even the context manager: the receiver opens one per event)."""
 
     def __init__(self, name: str, attributes: Mapping[str, Any] | None = None, *,
                  kind: SpanKind | None = None, links: Sequence[Link] = (), **attrs: Any) -> None:
-        self._cm = _span(name, kind, links, {**(attributes or {}), **attrs})
+        self._cm = None if _tracer is None else _span(name, kind, links, {**(attributes or {}), **attrs})
 
     def __enter__(self) -> Span | None:
-        return self._cm.__enter__()
+        return None if self._cm is None else self._cm.__enter__()
 
     def __exit__(self, *exc: Any) -> bool | None:
-        return self._cm.__exit__(*exc)
+        return None if self._cm is None else self._cm.__exit__(*exc)
 
     async def __aenter__(self) -> Span | None:
-        return self._cm.__enter__()
+        return self.__enter__()
 
     async def __aexit__(self, *exc: Any) -> bool | None:
-        return self._cm.__exit__(*exc)
+        return self.__exit__(*exc)
 
 
 def note(**attrs: Any) -> None:

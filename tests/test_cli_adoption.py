@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import stripe
 from fakestripe import FakeStripe
 from shared.embedded import free_port
 from shared.version import stripe_api_version
+from tests.support.first_sale import granted, subscribe_user
 from tests.support.pg import PgCluster, with_database
 from worker import connect
 from worker.cli import parser
@@ -188,28 +188,16 @@ async def test_poll_mode_needs_no_webhooks_and_the_cli_finds_its_redis(database_
         client = stripe.StripeClient(KEY, base_addresses={"api": fake.base_url}, http_client=http)
         conn = await asyncpg.connect(database_url)
         try:
-            product = await client.v1.products.create_async({"name": "P", "metadata": {"features": "alpha"}})
-            price = await client.v1.prices.create_async(
-                {"product": product.id, "unit_amount": 100, "currency": "usd", "recurring": {"interval": "month"}})
-            customer = await client.v1.customers.create_async(
-                {"metadata": {"user_id": "u_poll"}, "payment_method": "pm_card_visa",
-                 "invoice_settings": {"default_payment_method": "pm_card_visa"}})
-            await client.v1.subscriptions.create_async({"customer": customer.id, "items": [{"price": price.id}]})
-            deadline = time.monotonic() + 90
-            rows: list[asyncpg.Record] = []
-            while time.monotonic() < deadline and not rows:
-                if await conn.fetchval("SELECT to_regclass('active_entitlements') IS NOT NULL"):
-                    rows = await conn.fetch("SELECT user_id, feature FROM active_entitlements")
-                await asyncio.sleep(0.5)
-            assert [(r["user_id"], r["feature"]) for r in rows] == [("u_poll", "alpha")]
+            customer_id = await subscribe_user(client, "u_poll", "alpha")
+            assert await granted(conn, timeout_s=90) == [("u_poll", "alpha")]
             sources = await conn.fetch("SELECT DISTINCT source FROM event_ledger")
             assert {r["source"] for r in sources} == {"events_api"}
 
             assert (tmp_path / ".data" / "run.env").exists()
-            cli = await asyncio.to_thread(entitled, "resync", "--customer", customer.id,
+            cli = await asyncio.to_thread(entitled, "resync", "--customer", customer_id,
                                           env={"DATABASE_URL": database_url, "STRIPE_API_KEY": KEY}, cwd=tmp_path)
             assert cli.returncode == 0, cli.stderr
-            assert f"customer  {customer.id}  user=u_poll" in cli.stdout
+            assert f"customer  {customer_id}  user=u_poll" in cli.stdout
         finally:
             await conn.close()
             await http.close_async()  # type: ignore[no-untyped-call]  # the SDK leaves it untyped

@@ -75,6 +75,34 @@ async def test_dedupe_is_per_event_id(redis_client: redis.asyncio.Redis) -> None
     assert 3 * 86400 < await redis_client.ttl(KEYS.seen("evt_1")) <= 4 * 86400
 
 
+async def test_concurrent_accepts_after_a_script_flush_each_run_once(redis_client: redis.asyncio.Redis) -> None:
+    """A Redis that lost its scripts (a restart, `SCRIPT FLUSH`) answers a batch with NOSCRIPT:
+    the script is loaded and those calls run again, each exactly once, each with its own answer."""
+    c = coordinator(redis_client)
+    assert await c.accept(CUS, event=ev("evt_0"), dedupe_id="evt_0") == "scheduled"  # loaded, connection held
+    await redis_client.script_flush()
+    results = await asyncio.gather(*(c.accept(Unit.customer(f"cus_{n % 3}"), event=ev(f"evt_f{n}"),
+                                              dedupe_id=f"evt_f{n}") for n in range(9)))
+    assert sorted(results) == ["coalesced"] * 7 + ["scheduled"] * 2  # cus_1 was scheduled before
+    assert [await aw(redis_client.llen(KEYS.unit_events(Unit.customer(f"cus_{n}")))) for n in range(3)] == [3, 4, 3]
+    assert await c.accept(CUS, event=ev("evt_f1"), dedupe_id="evt_f1") == "duplicate"
+
+
+async def test_an_accept_that_cannot_be_encoded_fails_alone(redis_client: redis.asyncio.Redis) -> None:
+    """Each call is encoded by its caller: one that cannot be sent does not fail the batch it
+    would have joined."""
+    c = coordinator(redis_client)
+
+    async def bad() -> str:
+        return await c.accept(CUS, event=ev("evt_b1"), dedupe_id="evt_b1", reason="\ud800")
+
+    results = await asyncio.gather(bad(), c.accept(CUS, event=ev("evt_b2"), dedupe_id="evt_b2"),
+                                   return_exceptions=True)
+    assert isinstance(results[0], UnicodeEncodeError)
+    assert results[1] == "scheduled"
+    assert await aw(redis_client.llen(KEYS.unit_events(CUS))) == 1
+
+
 async def test_event_during_a_run_queues_the_next_run(redis_client: redis.asyncio.Redis) -> None:
     """No lost update: work that arrives while a run holds the unit is followed by a new run."""
     c = coordinator(redis_client)

@@ -18,6 +18,7 @@ import stripe
 
 from fakestripe import FakeStripe
 from shared.embedded import free_port
+from tests.support.first_sale import granted, subscribe_user
 
 CLEAN_ENV = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_", "REDIS_", "STRIPE_", "PORT", "LOG_"))}
@@ -116,23 +117,8 @@ async def test_run_with_real_settings(database_url: str, tmp_path: Path) -> None
         client = stripe.StripeClient("sk_test_real", base_addresses={"api": fake.base_url}, http_client=http)
         conn = await asyncpg.connect(database_url)
         try:
-            product = await client.v1.products.create_async({"name": "P", "metadata": {"features": "alpha"}})
-            price = await client.v1.prices.create_async(
-                {"product": product.id, "unit_amount": 100, "currency": "usd", "recurring": {"interval": "month"}})
-            customer = await client.v1.customers.create_async(
-                {"metadata": {"user_id": "u_real"}, "payment_method": "pm_card_visa",
-                 "invoice_settings": {"default_payment_method": "pm_card_visa"}})
-            await client.v1.subscriptions.create_async({"customer": customer.id, "items": [{"price": price.id}]})
-            deadline = time.monotonic() + 60
-            rows: list[asyncpg.Record] = []
-            while time.monotonic() < deadline:
-                # the view appears once the worker migrated the database
-                if await conn.fetchval("SELECT to_regclass('active_entitlements') IS NOT NULL"):
-                    rows = await conn.fetch("SELECT user_id, feature FROM active_entitlements")
-                    if rows:
-                        break
-                await asyncio.sleep(0.3)
-            assert [(r["user_id"], r["feature"]) for r in rows] == [("u_real", "alpha")]
+            await subscribe_user(client, "u_real", "alpha")
+            assert await granted(conn, timeout_s=60) == [("u_real", "alpha")]
         finally:
             await conn.close()
             await http.close_async()  # type: ignore[no-untyped-call]

@@ -62,6 +62,7 @@ async def test_seeded_subscribers_are_what_the_api_makes(
     assert {s.status for s in subs} == {"active"}
     assert sorted(s.created for s in subs)[::100] == [1_700_000_000, 1_700_000_001, 1_700_000_002]
     one = await client.v1.customers.retrieve_async(subs[0].customer)  # type: ignore[arg-type]
+    assert one.invoice_settings is not None
     assert one.invoice_settings.default_payment_method is not None
     mine = await client.v1.subscriptions.list_async({"customer": one.id})
     assert [s.id for s in mine.data] == [subs[0].id]

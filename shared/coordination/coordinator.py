@@ -131,8 +131,13 @@ class Coordinator:
         self.coalesce_ms = coalesce_ms
         self.lease_ms = lease_ms
         self._id_prefix = f"{keys.prefix}:"
-        # The receiver's hot path: concurrent accepts share a round trip (batching.py).
-        self._accept = ScriptBatcher(redis, _script("accept"), timeout_s=accept_timeout_s)
+        # The receiver's hot path: concurrent accepts share a round trip, and what is the same for
+        # every accept is encoded once (batching.py; accept.lua's KEYS 4-6 and ARGV 1-5).
+        self._accept = ScriptBatcher(
+            redis, _script("accept"), timeout_s=accept_timeout_s,
+            fixed_keys=[keys.queue, keys.catalog_dirty, keys.parked],
+            fixed_args=[SYNC_FUNCTION, JOB_EXPIRES_EXTRA_MS, self._id_prefix, MAX_EVENTS_PER_UNIT, keys.job_prefix],
+        )
         self._begin: AsyncScript = redis.register_script(_script("begin"))
         self._heartbeat: AsyncScript = redis.register_script(_script("heartbeat"))
         self._finish: AsyncScript = redis.register_script(_script("finish"))
@@ -153,27 +158,16 @@ class Coordinator:
 
         `unpark`: a replay or resync asks for the unit to run again even if it was parked."""
         keys = self.keys
+        unit_key = keys.unit(unit)
         result = await self._accept(
-            keys=[
-                keys.seen(dedupe_id or "-"),
-                keys.unit(unit),
-                keys.unit_events(unit),
-                keys.queue,
-                keys.catalog_dirty,
-                keys.parked,
-            ],
+            keys=[keys.seen(dedupe_id or "-"), unit_key, keys.events_of(unit_key)],
             args=[
                 event.to_json() if event is not None else "",
                 unit.wire,
-                SYNC_FUNCTION,
                 self.coalesce_ms if delay_ms is None else delay_ms,
-                JOB_EXPIRES_EXTRA_MS,
-                self._id_prefix,
                 reason,
                 DEDUPE_TTL_S if dedupe_id else "",
                 catalog_item or "",
-                MAX_EVENTS_PER_UNIT,
-                keys.job_prefix,
                 "1" if unpark else "",
             ],
         )

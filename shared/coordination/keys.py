@@ -9,6 +9,7 @@ unless the deployment asks for one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from arq.constants import job_key_prefix
 
@@ -48,7 +49,7 @@ class Keys:
         head, tail = self.unit_key_parts
         return f"{head}{unit.wire}{tail}"
 
-    @property
+    @cached_property  # the receiver names a unit's keys on every event
     def unit_key_parts(self) -> tuple[str, str]:
         """`unit(u) == head + u.wire + tail`: for the timer script, which finds units in sorted
         sets and is handed these two parts rather than spelling the name itself."""
@@ -56,7 +57,11 @@ class Keys:
 
     def unit_events(self, unit: Unit) -> str:
         """Accepted events not yet written to the ledger, oldest first."""
-        return f"{self.unit(unit)}:events"
+        return self.events_of(self.unit(unit))
+
+    def events_of(self, unit_key: str) -> str:
+        """`unit_events` of the unit whose hash is `unit_key` (the receiver has it at hand)."""
+        return f"{unit_key}:events"
 
     @property
     def parked(self) -> str:
